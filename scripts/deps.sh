@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs the Debian packages myriad needs to build, run and test, when they
+# are missing. As root it runs apt-get; otherwise it prints the exact command
+# and fails, so nothing half-works.
+set -euo pipefail
+
+# build and run
+PKGS=(gcc make pkg-config libc6-dev)
+# tests: unit (cmocka), sanitizer/fuzz builds (clang + its runtimes),
+# end-to-end (python3 + pytest, curl), differential parser test (libhttp-parser)
+PKGS+=(clang libclang-rt-14-dev libcmocka-dev python3 python3-pytest curl libhttp-parser-dev)
+# load tests
+PKGS+=(wrk)
+
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "myriad: missing Debian packages: ${missing[*]}" >&2
+  echo "myriad: run as root:  apt-get update && apt-get install -y ${missing[*]}" >&2
+  exit 1
+fi
+echo "myriad: installing ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
