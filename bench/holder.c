@@ -1,0 +1,439 @@
+/*
+ * holder.c — opens many idle HTTP/1.1 keep-alive connections to one loopback
+ * server and holds them, for bench/idle-memory.
+ *
+ * Each connection sends one "GET /plaintext" and must get a response that
+ * starts with "HTTP/1.1 200"; then it stays open and idle. One process can
+ * hold fewer descriptors than the machine's hard limit (20000 here), so the
+ * work is split over child processes of at most -m connections each. Source
+ * addresses are spread over 127.0.0.2, 127.0.0.3, ... (-a connections per
+ * address) with IP_BIND_ADDRESS_NO_PORT, so no address runs out of ephemeral
+ * ports (the kernel prefers one port parity: keep -a under ~14k).
+ *
+ * Protocol with the caller, on stdout:
+ *   READY held=H errors=E    every connection is held, failed or timed out
+ *   (the caller measures the server now, then closes our stdin or sends a
+ *    line; with -s SECONDS we hold that long instead)
+ *   DONE held=H dropped=D errors=E   D = held ones the server closed meanwhile
+ * Everything is bounded: -t for opening, -T for the whole hold. Exit status
+ * 0 when all N were held to the end, 1 otherwise, 2 on bad usage.
+ *
+ * Build: cc -O2 -Wall -Wextra -Werror -o holder bench/holder.c
+ * Run:   holder -p 8080 -n 19000
+ */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#ifndef IP_BIND_ADDRESS_NO_PORT
+#define IP_BIND_ADDRESS_NO_PORT 24
+#endif
+
+enum {
+    MAX_CHILDREN = 256,
+    MAX_EVENTS = 512,
+    STATUS_LEN = 12,        /* strlen("HTTP/1.1 200") */
+    ERROR_REPORTS = 5,      /* errors printed per child; the rest are counted */
+};
+
+static const char REQUEST[] = "GET /plaintext HTTP/1.1\r\nHost: x\r\n\r\n";
+static const char STATUS_OK[] = "HTTP/1.1 200";
+
+struct options {
+    struct in_addr dst;     /* server address */
+    uint16_t port;          /* server port, host order */
+    long total;             /* connections to hold, -n */
+    long per_child;         /* most connections per child process, -m */
+    long per_addr;          /* most connections per source address, -a */
+    long inflight;          /* most unanswered connects per child, -c */
+    int open_timeout_s;     /* bound on opening all connections, -t */
+    int max_hold_s;         /* bound on the whole hold, -T */
+    int hold_s;             /* hold this long instead of waiting on stdin, -s */
+};
+
+/* A connection's life; fd-indexed so an event finds it without a lookup. */
+enum conn_state { C_FREE, C_CONNECTING, C_WAITING, C_HELD };
+
+struct conn {
+    uint8_t state;          /* enum conn_state */
+    uint8_t got;            /* bytes of the status line compared so far */
+};
+
+/* What a child tells its parent, twice: after opening and at the end. */
+struct report {
+    long held;              /* connections open and answered 200 */
+    long errors;            /* connections that failed or timed out opening */
+    long dropped;           /* held connections the server closed later */
+};
+
+struct child {
+    const struct options *o;
+    long first, count;      /* global index range [first, first+count) */
+    long next;              /* next global index to open */
+    long pending;           /* connects not yet answered */
+    int epfd;
+    int ctl_fd;             /* parent's control pipe: EOF means "finish" */
+    struct conn *conns;     /* indexed by fd */
+    size_t nconns;
+    struct report r;
+    int reported_errors;
+};
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void child_error(struct child *c, const char *what, int err)
+{
+    c->r.errors++;
+    if (c->reported_errors++ < ERROR_REPORTS)
+        fprintf(stderr, "holder: %s: %s\n", what, strerror(err));
+}
+
+/* 127.0.0.2 + idx / per_addr, counting through 127.0.0.0/8. */
+static struct in_addr source_addr(const struct options *o, long idx)
+{
+    uint32_t host = (127u << 24) + 2u + (uint32_t)(idx / o->per_addr);
+    return (struct in_addr){ .s_addr = htonl(host) };
+}
+
+static void conn_drop(struct child *c, int fd)
+{
+    c->conns[fd] = (struct conn){ 0 };
+    close(fd);
+}
+
+/* Start one non-blocking connect; failures count as errors. */
+static void open_one(struct child *c, long idx)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        child_error(c, "socket", errno);
+        return;
+    }
+    if ((size_t)fd >= c->nconns) {
+        close(fd);
+        child_error(c, "fd table", EMFILE);
+        return;
+    }
+    int one = 1;
+    setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof(one));
+    struct sockaddr_in src = { .sin_family = AF_INET,
+                               .sin_addr = source_addr(c->o, idx) };
+    struct sockaddr_in dst = { .sin_family = AF_INET, .sin_addr = c->o->dst,
+                               .sin_port = htons(c->o->port) };
+    if (bind(fd, (struct sockaddr *)&src, sizeof(src)) < 0 ||
+        (connect(fd, (struct sockaddr *)&dst, sizeof(dst)) < 0 &&
+         errno != EINPROGRESS)) {
+        child_error(c, "bind/connect", errno);
+        close(fd);
+        return;
+    }
+    struct epoll_event ev = { .events = EPOLLOUT, .data.fd = fd };
+    epoll_ctl(c->epfd, EPOLL_CTL_ADD, fd, &ev);
+    c->conns[fd] = (struct conn){ .state = C_CONNECTING };
+    c->pending++;
+}
+
+/* Connected (or failed): send the request, then wait for the answer. */
+static void on_connected(struct child *c, int fd)
+{
+    int err = 0;
+    socklen_t len = sizeof(err);
+    getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len);
+    if (err == 0) {
+        ssize_t n = send(fd, REQUEST, sizeof(REQUEST) - 1, MSG_NOSIGNAL);
+        if (n != (ssize_t)sizeof(REQUEST) - 1)
+            err = n < 0 ? errno : EMSGSIZE;
+    }
+    if (err) {
+        c->pending--;
+        child_error(c, "connect/send", err);
+        conn_drop(c, fd);
+        return;
+    }
+    struct epoll_event ev = { .events = EPOLLIN | EPOLLRDHUP, .data.fd = fd };
+    epoll_ctl(c->epfd, EPOLL_CTL_MOD, fd, &ev);
+    c->conns[fd].state = C_WAITING;
+}
+
+/*
+ * Readable: compare the first bytes with "HTTP/1.1 200" and drain the rest
+ * (the body; the socket's receive queue is client memory, not the server's).
+ * EOF on a held connection means the server dropped it.
+ */
+static void on_readable(struct child *c, int fd)
+{
+    struct conn *cn = &c->conns[fd];
+    char buf[4096];
+    ssize_t n = recv(fd, buf, sizeof(buf), 0);
+    if (n < 0 && (errno == EAGAIN || errno == EINTR))
+        return;
+    if (n <= 0) {
+        if (cn->state == C_HELD) {
+            c->r.held--;
+            c->r.dropped++;
+        } else {
+            c->pending--;
+            child_error(c, "closed before answering", n < 0 ? errno : ECONNRESET);
+        }
+        conn_drop(c, fd);
+        return;
+    }
+    if (cn->state != C_WAITING)
+        return; /* rest of the response: drained */
+    size_t want = (size_t)STATUS_LEN - cn->got;
+    size_t take = (size_t)n < want ? (size_t)n : want;
+    if (memcmp(buf, STATUS_OK + cn->got, take) != 0) {
+        c->pending--;
+        child_error(c, "response is not HTTP/1.1 200", EPROTO);
+        conn_drop(c, fd);
+        return;
+    }
+    cn->got += (uint8_t)take;
+    if (cn->got == STATUS_LEN) {
+        cn->state = C_HELD;
+        c->pending--;
+        c->r.held++;
+    }
+}
+
+static void child_dispatch(struct child *c, struct epoll_event *evs, int n,
+                           bool *stop)
+{
+    for (int i = 0; i < n; i++) {
+        int fd = evs[i].data.fd;
+        if (fd == c->ctl_fd) {
+            *stop = true;
+            continue;
+        }
+        if (c->conns[fd].state == C_CONNECTING)
+            on_connected(c, fd);
+        else if (c->conns[fd].state != C_FREE)
+            on_readable(c, fd);
+    }
+}
+
+/* Phase 1: open everything, at most o->inflight connects at a time. */
+static void child_open_all(struct child *c)
+{
+    struct epoll_event evs[MAX_EVENTS];
+    double deadline = now_s() + c->o->open_timeout_s;
+    long end = c->first + c->count;
+    bool stop = false;
+    while (c->next < end || c->pending > 0) {
+        while (c->next < end && c->pending < c->o->inflight)
+            open_one(c, c->next++);
+        if (now_s() > deadline || stop)
+            break;
+        int n = epoll_wait(c->epfd, evs, MAX_EVENTS, 100);
+        if (n > 0)
+            child_dispatch(c, evs, n, &stop);
+    }
+    /* Whatever is unanswered now failed: close it. */
+    for (size_t fd = 0; fd < c->nconns; fd++) {
+        if (c->conns[fd].state == C_CONNECTING || c->conns[fd].state == C_WAITING) {
+            child_error(c, "timed out", ETIMEDOUT);
+            conn_drop(c, (int)fd);
+        }
+    }
+    c->r.errors += end - c->next; /* never started (deadline) */
+    c->pending = 0;
+}
+
+/* Phase 2: watch the held connections until the parent says stop. */
+static void child_hold(struct child *c)
+{
+    struct epoll_event evs[MAX_EVENTS];
+    double deadline = now_s() + c->o->max_hold_s;
+    bool stop = false;
+    while (!stop && now_s() < deadline) {
+        int n = epoll_wait(c->epfd, evs, MAX_EVENTS, 200);
+        if (n > 0)
+            child_dispatch(c, evs, n, &stop);
+    }
+}
+
+static void write_report(int fd, const struct report *r)
+{
+    /* A struct this small is written atomically to a pipe. */
+    if (write(fd, r, sizeof(*r)) != (ssize_t)sizeof(*r))
+        _exit(1);
+}
+
+static void child_run(const struct options *o, long first, long count,
+                       int report_fd, int ctl_fd)
+{
+    struct rlimit rl;
+    getrlimit(RLIMIT_NOFILE, &rl);
+    rl.rlim_cur = rl.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &rl);
+
+    struct child c = { .o = o, .first = first, .count = count, .next = first,
+                       .ctl_fd = ctl_fd };
+    c.nconns = rl.rlim_cur > 1u << 20 ? 1u << 20 : (size_t)rl.rlim_cur;
+    c.conns = calloc(c.nconns, sizeof(*c.conns));
+    c.epfd = epoll_create1(EPOLL_CLOEXEC);
+    if (!c.conns || c.epfd < 0) {
+        perror("holder: child set-up");
+        _exit(1);
+    }
+    struct epoll_event ev = { .events = EPOLLIN, .data.fd = ctl_fd };
+    epoll_ctl(c.epfd, EPOLL_CTL_ADD, ctl_fd, &ev);
+
+    child_open_all(&c);
+    write_report(report_fd, &c.r);
+    child_hold(&c);
+    write_report(report_fd, &c.r);
+    for (size_t fd = 0; fd < c.nconns; fd++)
+        if (c.conns[fd].state != C_FREE)
+            close((int)fd);
+    free(c.conns);
+    _exit(0);
+}
+
+static int read_report(int fd, struct report *r)
+{
+    ssize_t n;
+    do
+        n = read(fd, r, sizeof(*r));
+    while (n < 0 && errno == EINTR);
+    return n == (ssize_t)sizeof(*r) ? 0 : -1;
+}
+
+/* Sum one report from every child; a child that died counts as all errors. */
+static struct report gather(const int *report_fds, const long *counts, int nchild)
+{
+    struct report sum = { 0 };
+    for (int i = 0; i < nchild; i++) {
+        struct report r;
+        if (read_report(report_fds[i], &r) < 0)
+            r = (struct report){ .errors = counts[i] };
+        sum.held += r.held;
+        sum.errors += r.errors;
+        sum.dropped += r.dropped;
+    }
+    return sum;
+}
+
+/* Hold until stdin closes or sends a line, or for o->hold_s seconds. */
+static void wait_release(const struct options *o)
+{
+    int ms = (o->hold_s > 0 ? o->hold_s : o->max_hold_s) * 1000;
+    struct pollfd p = { .fd = 0, .events = POLLIN };
+    if (o->hold_s > 0)
+        poll(NULL, 0, ms);
+    else
+        poll(&p, 1, ms);
+}
+
+static void usage(void)
+{
+    fprintf(stderr,
+            "usage: holder -p PORT [-h IPV4] [-n N] [-m PER_CHILD] [-a PER_ADDR]\n"
+            "              [-c INFLIGHT] [-t OPEN_TIMEOUT_S] [-T MAX_HOLD_S] [-s HOLD_S]\n");
+    exit(2);
+}
+
+static void parse_options(int argc, char **argv, struct options *o)
+{
+    *o = (struct options){ .total = 19000, .per_child = 12500, .per_addr = 10000,
+                           .inflight = 256, .open_timeout_s = 60, .max_hold_s = 600 };
+    const char *host = "127.0.0.1";
+    int opt;
+    while ((opt = getopt(argc, argv, "h:p:n:m:a:c:t:T:s:")) != -1) {
+        switch (opt) {
+        case 'h': host = optarg; break;
+        case 'p': o->port = (uint16_t)atoi(optarg); break;
+        case 'n': o->total = atol(optarg); break;
+        case 'm': o->per_child = atol(optarg); break;
+        case 'a': o->per_addr = atol(optarg); break;
+        case 'c': o->inflight = atol(optarg); break;
+        case 't': o->open_timeout_s = atoi(optarg); break;
+        case 'T': o->max_hold_s = atoi(optarg); break;
+        case 's': o->hold_s = atoi(optarg); break;
+        default: usage();
+        }
+    }
+    if (inet_pton(AF_INET, host, &o->dst) != 1 || o->port == 0 || o->total < 1 ||
+        o->per_child < 1 || o->per_addr < 1 || o->inflight < 1 ||
+        o->open_timeout_s < 1 || o->max_hold_s < 1)
+        usage();
+    if ((o->total + o->per_addr - 1) / o->per_addr > 65000) {
+        fprintf(stderr, "holder: -n/-a needs more than 127.0.0.0/8 has\n");
+        exit(2);
+    }
+}
+
+int main(int argc, char **argv)
+{
+    struct options o;
+    parse_options(argc, argv, &o);
+    int nchild = (int)((o.total + o.per_child - 1) / o.per_child);
+    if (nchild > MAX_CHILDREN) {
+        fprintf(stderr, "holder: more than %d children needed; raise -m\n", MAX_CHILDREN);
+        return 2;
+    }
+    int report_fds[MAX_CHILDREN], ctl_fds[MAX_CHILDREN];
+    long counts[MAX_CHILDREN];
+    pid_t pids[MAX_CHILDREN];
+    fflush(stdout);
+    for (int i = 0; i < nchild; i++) {
+        int rep[2], ctl[2];
+        if (pipe2(rep, O_CLOEXEC) < 0 || pipe2(ctl, O_CLOEXEC) < 0) {
+            perror("holder: pipe");
+            return 1;
+        }
+        long first = (long)i * o.per_child;
+        counts[i] = first + o.per_child > o.total ? o.total - first : o.per_child;
+        pids[i] = fork();
+        if (pids[i] < 0) {
+            perror("holder: fork");
+            return 1;
+        }
+        if (pids[i] == 0) {
+            close(rep[0]);
+            close(ctl[1]);
+            for (int j = 0; j < i; j++) { /* siblings' pipes are not ours */
+                close(report_fds[j]);
+                close(ctl_fds[j]);
+            }
+            child_run(&o, first, counts[i], rep[1], ctl[0]);
+        }
+        close(rep[1]);
+        close(ctl[0]);
+        report_fds[i] = rep[0];
+        ctl_fds[i] = ctl[1];
+    }
+
+    struct report opened = gather(report_fds, counts, nchild);
+    printf("READY held=%ld errors=%ld\n", opened.held, opened.errors);
+    fflush(stdout);
+    wait_release(&o);
+    for (int i = 0; i < nchild; i++)
+        close(ctl_fds[i]); /* EOF on the control pipe: children finish */
+    struct report end = gather(report_fds, counts, nchild);
+    for (int i = 0; i < nchild; i++)
+        waitpid(pids[i], NULL, 0);
+    printf("DONE held=%ld dropped=%ld errors=%ld\n", end.held, end.dropped, end.errors);
+    fflush(stdout);
+    return end.held == o.total ? 0 : 1;
+}
