@@ -30,8 +30,15 @@ WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototyp
 CFLAGS  ?=
 CFLAGS  += -std=gnu17 $(WARN) $(MODE_CFLAGS) -fPIC -pthread -D_GNU_SOURCE \
            -DMYR_VERSION='"$(VERSION)"' -Iinclude -Isrc -MMD -MP
+# Libraries from Debian packages (scripts/deps.sh installs them). Each module
+# that needs one includes its header; linking them all keeps the link line
+# one definition.
+PKGS    := libpq sqlite3 hiredis libsodium jansson zlib
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+CFLAGS  += $(PKG_CFLAGS)
 LDFLAGS += $(MODE_LDFLAGS) -pthread
-LDLIBS  += -lm
+LDLIBS  += $(PKG_LIBS) -lm
 
 LIB_SRC  := $(sort $(shell find src -name '*.c'))
 APP_SRC  := $(sort $(wildcard app/*.c))
@@ -100,12 +107,12 @@ test: check-deps
 	@$(MAKE) --no-print-directory fuzz-regress
 
 FUZZ_SECONDS ?= 60
-FUZZ_CFLAGS := -std=gnu17 -g -O1 -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE -Iinclude -Isrc
+FUZZ_CFLAGS := -std=gnu17 -g -O1 -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE -Iinclude -Isrc $(PKG_CFLAGS)
 FUZZ_TARGETS := $(patsubst fuzz/%.c,build/fuzz/%,$(wildcard fuzz/*.c))
 # A fuzz target #includes the .c files it exercises, so it builds on its own.
 build/fuzz/%: fuzz/%.c $(LIB_SRC)
 	@mkdir -p build/fuzz
-	clang $(FUZZ_CFLAGS) -o $@ $< -lm -pthread
+	clang $(FUZZ_CFLAGS) -o $@ $< $(PKG_LIBS) -lm -pthread
 
 # Bounded fuzzing session per target.
 fuzz: $(FUZZ_TARGETS)

@@ -6,6 +6,11 @@ set -euo pipefail
 
 # build and run
 PKGS=(gcc make pkg-config libc6-dev)
+# libraries: PostgreSQL client, SQLite, Redis client, libsodium (password
+# hashing), jansson (JSON parsing), zlib (WebSocket permessage-deflate)
+PKGS+=(libpq-dev libsqlite3-dev libhiredis-dev libsodium-dev libjansson-dev zlib1g-dev)
+# servers the tests start on free ports in temp dirs (never as services)
+PKGS+=(postgresql redis-server sqlite3)
 # tests: unit (cmocka), sanitizer/fuzz builds (clang + its runtimes),
 # end-to-end (python3 + pytest, curl), differential parser test (libhttp-parser)
 PKGS+=(clang libclang-rt-14-dev libcmocka-dev python3 python3-pytest curl libhttp-parser-dev)

@@ -633,3 +633,47 @@ int http_conn_out(http_conn *c, buf **out)
     *out = &c->out;
     return 0;
 }
+
+/* ---- protocol upgrade ----------------------------------------------------------------- */
+
+int http_conn_detach(http_conn *c, http_detached *d)
+{
+    http_server *s = c->srv;
+    if (c->state != CONN_HANDLING || !c->req)
+        return -EBUSY;
+    myr_req *r = c->req;
+    /* bytes after the upgrade request belong to the new protocol */
+    size_t used = c->in_off + r->head_len + (size_t)r->body_len;
+    buf rest = { 0 };
+    if (c->in.len > used && buf_append(&rest, c->in.data + used, c->in.len - used))
+        return -ENOMEM;
+    buf out = { 0 };
+    if (http_conn_unsent(c) &&
+        buf_append(&out, c->out.data + c->out_off, http_conn_unsent(c))) {
+        buf_free(&rest);
+        return -ENOMEM;
+    }
+    c->req = NULL;
+    r->state = REQ_DONE;
+    req_release(r);
+    d->fd = c->io.fd;
+    d->in = rest;
+    d->out = out;
+    loop_io_del(s->loop, &c->io);
+    loop_timer_stop(s->loop, &c->timer);
+    if (c->in.data)
+        conn_release_in(c);
+    if (c->out.data)
+        conn_release_out(c);
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        s->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    s->nconns--;
+    s->upgraded++;
+    c->state = CONN_CLOSED;
+    loop_defer(s->loop, &c->defer, on_deferred);   /* freed there; fd stays open */
+    return 0;
+}

@@ -70,6 +70,22 @@ void http_conn_close(http_conn *c);
 /* Closes the connection if it is idle between requests (for draining). */
 void http_conn_close_if_idle(http_conn *c);
 
+/* What a connection hands over when another protocol takes the socket
+ * (WebSocket after a 101 answer). The receiver owns all of it. */
+typedef struct http_detached {
+    int    fd;        /* non-blocking socket, no longer in the loop */
+    buf    in;        /* bytes received after the upgrade request */
+    buf    out;       /* response bytes (the 101) not yet written */
+} http_detached;
+
+/* Takes the socket away from HTTP after the handler of c->req has queued
+ * its final response head (e.g. 101) with myr_respond-less writes into
+ * c->out. The request is released, the connection freed later; the server
+ * keeps counting the socket as an upgraded connection until
+ * server_upgraded_closed(). Returns 0, or -EBUSY if the connection is not
+ * in a state that can be handed over (closing, output backed up). */
+int http_conn_detach(http_conn *c, http_detached *d);
+
 /* For the request layer. The response bytes for c->req have been appended
  * to c->out; finish the request and move on (next request or close). */
 void http_conn_request_done(http_conn *c);

@@ -110,7 +110,7 @@ static void on_accept(loop_io *io, uint32_t events)
             return;
         }
         s->accepted++;
-        if (s->nconns >= s->cfg->max_connections) {
+        if (s->nconns + s->upgraded >= s->cfg->max_connections) {
             reject(s, fd);
             continue;
         }
@@ -158,7 +158,8 @@ static void close_listener(http_server *s)
 
 void server_check_drained(http_server *s)
 {
-    if (s->draining && s->on_drained && s->nconns == 0 && s->live_reqs == 0) {
+    if (s->draining && s->on_drained && s->nconns == 0 && s->live_reqs == 0 &&
+        s->upgraded == 0) {
         void (*cb)(http_server *) = s->on_drained;
         s->on_drained = NULL;
         loop_timer_stop(s->loop, &s->drain_timer);
@@ -180,11 +181,19 @@ static void on_drain_timeout(loop_timer *t)
     }
 }
 
+void server_upgraded_closed(http_server *s)
+{
+    s->upgraded--;
+    server_check_drained(s);
+}
+
 void http_server_drain(http_server *s, void (*on_drained)(http_server *s))
 {
     s->draining = true;
     s->on_drained = on_drained;
     close_listener(s);
+    if (s->on_drain_upgraded)
+        s->on_drain_upgraded(s, s->on_drain_upgraded_arg);
     for (http_conn *c = s->conns, *next; c; c = next) {
         next = c->next;
         http_conn_close_if_idle(c);

@@ -40,8 +40,15 @@ struct http_server {
     uint32_t        nconns;
     uint32_t        live_reqs;     /* requests not yet completed, including
                                       cancelled ones a handler still holds */
+    uint32_t        upgraded;      /* sockets handed to another protocol
+                                      (http_conn_detach) and still open */
     bool            draining;
     void          (*on_drained)(http_server *s);
+    /* Called once when a drain starts, so upgraded protocols can say
+     * goodbye (WebSocket close 1001) and close; each close must call
+     * server_upgraded_closed(). */
+    void          (*on_drain_upgraded)(http_server *s, void *arg);
+    void           *on_drain_upgraded_arg;
 
     http_date       date;
 
@@ -72,6 +79,9 @@ char *server_buf_get(http_server *s);
 void  server_buf_put(http_server *s, char *b);
 struct myr_req *server_req_get(http_server *s);
 void  server_req_put(http_server *s, struct myr_req *r);
+
+/* An upgraded socket (see http_conn_detach) was closed. */
+void server_upgraded_closed(http_server *s);
 
 /* Called by connections when they close and by requests when they complete,
  * so a drain can finish. */
