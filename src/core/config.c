@@ -15,7 +15,11 @@
 #include <string.h>
 #include <unistd.h>
 
-enum opt_type { OPT_INT, OPT_U32, OPT_BYTES32, OPT_SIZE, OPT_DURATION, OPT_STRING, OPT_WORKERS };
+enum opt_type {
+    OPT_INT, OPT_U32, OPT_BYTES32, OPT_SIZE, OPT_DURATION, OPT_STRING, OPT_WORKERS,
+    OPT_BOOL,   /* bool; a flag without a value means true */
+    OPT_LIST,   /* char[]: each occurrence appends a line; read with config_list_next() */
+};
 
 typedef struct option {
     const char   *name;
@@ -123,6 +127,28 @@ static int set_option(config *c, const option *o, const char *val, const char *w
         }
         strcpy(dst, val);
         return 0;
+    case OPT_LIST: {
+        size_t used = strlen(dst);
+        if (strchr(val, '\n') || !*val || used + strlen(val) + 2 > o->size) {
+            snprintf(err, errlen, "%s: invalid or too many values", where);
+            return -1;
+        }
+        if (used)
+            strcat(dst, "\n");
+        strcat(dst, val);
+        return 0;
+    }
+    case OPT_BOOL:
+        if (!strcmp(val, "true") || !strcmp(val, "yes") || !strcmp(val, "on") || !strcmp(val, "1"))
+            *(bool *)dst = true;
+        else if (!strcmp(val, "false") || !strcmp(val, "no") || !strcmp(val, "off") ||
+                 !strcmp(val, "0"))
+            *(bool *)dst = false;
+        else {
+            snprintf(err, errlen, "%s: invalid value '%s': expected true or false", where, val);
+            return -1;
+        }
+        return 0;
     case OPT_WORKERS:
         if (strcmp(val, "auto") == 0) {
             *(int *)dst = 0;
@@ -171,7 +197,7 @@ void config_defaults(config *c)
     memset(c, 0, sizeof(*c));
     char err[256];
     for (size_t i = 0; i < NOPTIONS; i++)
-        if (set_option(c, &options[i], options[i].def, options[i].name, err, sizeof(err)))
+        if (*options[i].def && set_option(c, &options[i], options[i].def, options[i].name, err, sizeof(err)))
             abort();   /* a bad default is a programming error */
 }
 
@@ -285,7 +311,9 @@ enum config_result config_load(config *c, int argc, char **argv, int first, char
                      arg[0] == '-' ? "flag" : "argument", arg);
             return CONFIG_ERROR;
         }
-        if (!val) {
+        if (!val && o->type == OPT_BOOL) {
+            val = "true";   /* --flag alone */
+        } else if (!val) {
             if (i + 1 >= argc) {
                 snprintf(err, errlen, "--%s needs a value", o->name);
                 return CONFIG_ERROR;
@@ -311,4 +339,15 @@ void config_usage(int fd, const char *prog)
     }
     dprintf(fd, "  --%-20s %s\n  --%-20s %s\n", "help", "show this help", "version",
             "show the version");
+}
+
+const char *config_list_next(const char *list, const char **cursor, size_t *len)
+{
+    const char *p = *cursor ? *cursor : list;
+    if (!*p)
+        return NULL;
+    const char *nl = strchr(p, '\n');
+    *len = nl ? (size_t)(nl - p) : strlen(p);
+    *cursor = nl ? nl + 1 : p + *len;
+    return p;
 }

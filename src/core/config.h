@@ -7,7 +7,10 @@
  *
  * Types: integers with bounds; sizes with k/m/g suffixes (KiB/MiB/GiB);
  * durations with ms/s/m/h suffixes (a bare number is seconds), stored in ms;
- * strings; "N|auto" worker counts (auto stored as 0).
+ * strings; "N|auto" worker counts (auto stored as 0); booleans (a flag
+ * alone means true; values true/false, yes/no, on/off, 1/0); lists (a
+ * repeatable setting: each occurrence appends, across file, environment and
+ * flags alike; config_list_next() reads them).
  */
 #ifndef MYR_CONFIG_H
 #define MYR_CONFIG_H
@@ -51,6 +54,11 @@ enum config_result config_load(config *c, int argc, char **argv, int first,
 
 /* Writes the flag reference to fd. */
 void config_usage(int fd, const char *prog);
+
+/* Iterates an OPT_LIST field (values in the order given): start with
+ * *cursor = NULL; returns each value (not NUL-terminated, *len bytes) and
+ * NULL after the last. */
+const char *config_list_next(const char *list, const char **cursor, size_t *len);
 
 /* Parsers shared with other modules; 0 or -EINVAL. */
 int config_parse_size(const char *s, uint64_t *out);

@@ -158,6 +158,22 @@ static void test_parsers(void **state)
     assert_int_not_equal(config_parse_duration("1.5s", &v), 0);
 }
 
+static void test_list_iteration(void **state)
+{
+    const char *cur = NULL, *v;
+    size_t n;
+    v = config_list_next("a:1\nbb:2\nc", &cur, &n);
+    assert_int_equal(n, 3);
+    assert_memory_equal(v, "a:1", 3);
+    v = config_list_next("a:1\nbb:2\nc", &cur, &n);
+    assert_memory_equal(v, "bb:2", n);
+    v = config_list_next("a:1\nbb:2\nc", &cur, &n);
+    assert_int_equal(n, 1);
+    assert_null(config_list_next("a:1\nbb:2\nc", &cur, &n));
+    cur = NULL;
+    assert_null(config_list_next("", &cur, &n));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -169,6 +185,7 @@ int main(void)
         cmocka_unit_test_setup(test_file_env_flag_precedence, clear_env),
         cmocka_unit_test_setup(test_bad_config_lines, clear_env),
         cmocka_unit_test_setup(test_parsers, clear_env),
+        cmocka_unit_test(test_list_iteration),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
