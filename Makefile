@@ -50,41 +50,50 @@ APP_OBJ  := $(APP_SRC:%.c=$(O)/%.o)
 UNIT_BIN := $(UNIT_SRC:%.c=$(O)/%)
 EX_BIN   := $(EX_SRC:%.c=$(O)/%)
 
-.PHONY: all run test unit e2e check-deps install fuzz clean bench asan-test
+.PHONY: all run test unit e2e check-deps install install-check fuzz fuzz-regress clean bench
+SHELL := /bin/bash
 all: $(O)/myriad $(O)/libmyriad.a $(O)/libmyriad.so $(O)/myriad.pc $(EX_BIN)
+
+# V=1 shows the full command lines.
+Q := $(if $(V),,@)
 
 $(O)/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -c $< -o $@
+	@$(if $(V),,echo "  CC      $<")
+	$(Q)$(CC) $(CFLAGS) -c $< -o $@
 
 $(O)/libmyriad.a: $(LIB_OBJ)
 	@rm -f $@
-	ar rcs $@ $^
+	$(Q)ar rcs $@ $^
 
 $(O)/libmyriad.so: $(LIB_OBJ)
-	$(CC) -shared -Wl,-soname,libmyriad.so.0 $(LDFLAGS) -o $@ $^ $(LDLIBS)
+	$(Q)$(CC) -shared -Wl,-soname,libmyriad.so.0 $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(O)/myriad: $(APP_OBJ) $(O)/libmyriad.a
-	$(CC) $(LDFLAGS) -o $@ $(APP_OBJ) $(O)/libmyriad.a $(LDLIBS)
+	@$(if $(V),,echo "  LINK    $@")
+	$(Q)$(CC) $(LDFLAGS) -o $@ $(APP_OBJ) $(O)/libmyriad.a $(LDLIBS)
 
 $(O)/examples/%: examples/%.c $(O)/libmyriad.a
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(O)/libmyriad.a $(LDLIBS)
+	$(Q)$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(O)/libmyriad.a $(LDLIBS)
 
 # Unit tests: tests/unit/<dir>/<module>.c mirrors src/<dir>/<module>.c. A test may
 # #include its module's .c to reach static helpers; the archive then supplies
 # only what the test does not define itself.
 $(O)/tests/unit/%: tests/unit/%.c $(O)/libmyriad.a
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(O)/libmyriad.a -lcmocka $(LDLIBS)
+	@$(if $(V),,echo "  TEST    $<")
+	$(Q)$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(O)/libmyriad.a -lcmocka $(LDLIBS)
 
 # Tests with dependencies of their own (test-only packages).
 $(O)/tests/unit/http/http_parser_diff: LDLIBS += -lhttp_parser
 
+# The .pc in the build dir names PREFIX as given at build time; install
+# rewrites it for the PREFIX it installs to.
+PC_TEXT = prefix=$(1)\nlibdir=$${prefix}/lib\nincludedir=$${prefix}/include\n\nName: myriad\nDescription: C platform for web backends\nVersion: $(VERSION)\nLibs: -L$${libdir} -lmyriad\nLibs.private: -pthread $(LDLIBS)\nCflags: -I$${includedir}\n
 $(O)/myriad.pc: Makefile
 	@mkdir -p $(O)
-	@printf 'prefix=%s\nlibdir=$${prefix}/lib\nincludedir=$${prefix}/include\n\nName: myriad\nDescription: C platform for web backends\nVersion: %s\nLibs: -L$${libdir} -lmyriad\nLibs.private: -pthread %s\nCflags: -I$${includedir}\n' \
-	  '$(PREFIX)' '$(VERSION)' '$(LDLIBS)' > $@
+	@printf '$(call PC_TEXT,$(PREFIX))' > $@
 
 check-deps:
 	@scripts/deps.sh
@@ -96,15 +105,26 @@ run: check-deps
 unit: $(UNIT_BIN)
 	@scripts/run-unit.sh $(O) $(UNIT_BIN)
 
+E2E_LOG = build/$(BUILD)-e2e.log
 e2e: all
-	@MYRIAD_BIN=$(CURDIR)/$(O)/myriad /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/e2e
+	@set -o pipefail; MYRIAD_BIN=$(CURDIR)/$(O)/myriad /usr/bin/python3 -m pytest -q \
+	  -p no:cacheprovider tests/e2e 2>&1 | tee $(E2E_LOG)
+
+# `make install` into a staging directory, then build and run the example
+# against the installed header, library and pkg-config file.
+install-check: all
+	@scripts/install-check.sh $(O)
 
 # The whole suite twice: a gcc release build, then clang with ASan+UBSan
-# (LeakSanitizer on). Either failing fails the target.
+# (LeakSanitizer on). Either failing fails the target. The last line sums
+# the test counts of every runner.
 test: check-deps
-	@$(MAKE) --no-print-directory BUILD=release CC=gcc all unit e2e
-	@$(MAKE) --no-print-directory BUILD=asan all unit e2e
+	@$(MAKE) --no-print-directory BUILD=release CC=gcc all unit e2e install-check 2>&1 \
+	  | tee build/test-release.log; test $${PIPESTATUS[0]} -eq 0
+	@$(MAKE) --no-print-directory BUILD=asan all unit e2e 2>&1 \
+	  | tee build/test-asan.log; test $${PIPESTATUS[0]} -eq 0
 	@$(MAKE) --no-print-directory fuzz-regress
+	@scripts/summary.sh build/test-release.log build/test-asan.log
 
 FUZZ_SECONDS ?= 60
 FUZZ_CFLAGS := -std=gnu17 -g -O1 -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE -Iinclude -Isrc $(PKG_CFLAGS)
@@ -131,7 +151,7 @@ install: all
 	install -m 755 $(O)/libmyriad.so $(DESTDIR)$(PREFIX)/lib/libmyriad.so.0
 	ln -sf libmyriad.so.0 $(DESTDIR)$(PREFIX)/lib/libmyriad.so
 	install -m 644 include/myriad.h $(DESTDIR)$(PREFIX)/include/myriad.h
-	install -m 644 $(O)/myriad.pc $(DESTDIR)$(PREFIX)/lib/pkgconfig/myriad.pc
+	printf '$(call PC_TEXT,$(PREFIX))' > $(DESTDIR)$(PREFIX)/lib/pkgconfig/myriad.pc
 
 bench: all
 	bench/compare
