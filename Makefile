@@ -119,6 +119,7 @@ install-check: all
 # (LeakSanitizer on). Either failing fails the target. The last line sums
 # the test counts of every runner.
 test: check-deps
+	@mkdir -p build
 	@$(MAKE) --no-print-directory BUILD=release CC=gcc all unit e2e install-check 2>&1 \
 	  | tee build/test-release.log; test $${PIPESTATUS[0]} -eq 0
 	@$(MAKE) --no-print-directory BUILD=asan all unit e2e 2>&1 \
