@@ -50,7 +50,7 @@ APP_OBJ  := $(APP_SRC:%.c=$(O)/%.o)
 UNIT_BIN := $(UNIT_SRC:%.c=$(O)/%)
 EX_BIN   := $(EX_SRC:%.c=$(O)/%)
 
-.PHONY: all run test unit e2e check-deps install install-check fuzz fuzz-regress clean bench
+.PHONY: all run test unit e2e check-deps install install-check fuzz fuzz-regress clean bench valgrind
 SHELL := /bin/bash
 all: $(O)/myriad $(O)/libmyriad.a $(O)/libmyriad.so $(O)/myriad.pc $(EX_BIN)
 
@@ -154,8 +154,14 @@ install: all
 	install -m 644 include/myriad.h $(DESTDIR)$(PREFIX)/include/myriad.h
 	printf '$(call PC_TEXT,$(PREFIX))' > $(DESTDIR)$(PREFIX)/lib/pkgconfig/myriad.pc
 
+# Benchmarks against the peers (not tests): QUICK=1 for a short run.
 bench: all
-	bench/compare
+	bench/run
+
+# An end-to-end subset under valgrind memcheck: 0 bytes definitely or
+# indirectly lost, or it fails.
+valgrind: all
+	@scripts/valgrind.sh $(O)
 
 clean:
 	rm -rf build

@@ -2,10 +2,19 @@
  * routes the end-to-end tests drive. Written only against include/myriad.h,
  * like any other service built on libmyriad.
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <myriad.h>
+
+#include "routes_hash.h"
+
+#include "routes_db.h"
+
+#include "routes_cluster.h"
+
+#include "routes_ws.h"
 
 /* ---- TechEmpower --------------------------------------------------------- */
 
@@ -28,6 +37,14 @@ static void json(myr_req *req)
 
 static void healthz(myr_req *req)
 {
+    const char *why = myr_overload_reason(req);   /* so a load balancer steers away */
+    if (why) {
+        char body[64];
+        snprintf(body, sizeof(body), "overloaded: %s\n", why);
+        myr_set_header(req, "Retry-After", "1");
+        myr_respond_str(req, 503, "text/plain", body);
+        return;
+    }
     myr_respond_str(req, 200, "text/plain", "ok\n");
 }
 
@@ -131,6 +148,7 @@ int main(int argc, char **argv)
     myr_get(app, "/json", json);
     myr_get(app, "/healthz", healthz);
     const char *t = getenv("MYRIAD_TEST_ROUTES");
+    tfb_db_routes(app, t && strcmp(t, "1") == 0);   /* /db /queries /fortunes /updates */
     if (t && strcmp(t, "1") == 0) {
         myr_get(app, "/test/delay", test_delay);
         myr_post(app, "/test/echo", test_echo);
@@ -138,6 +156,9 @@ int main(int argc, char **argv)
         myr_get(app, "/test/params/:a/:b", test_params);
         myr_get(app, "/test/query", test_query);
     }
+    hash_routes(app, t && strcmp(t, "1") == 0);   /* POST /hash, /verify (app/hash.c) */
+    cluster_test_routes(app, t && strcmp(t, "1") == 0);   /* /test/pid, /test/grow */
+    ws_echo_routes(app);   /* GET /ws/echo (app/ws_echo.c) */
     int rc = myr_main(app, argc, argv);
     myr_app_free(app);
     return rc;

@@ -28,13 +28,14 @@ HOST = "127.0.0.1"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
 
-ALL_SERVERS = ("myriad", "ceiling", "nginx", "node")
+ALL_SERVERS = ("myriad", "ceiling", "nginx", "h2o", "node")
 
 # command -> Debian package that provides it
 PACKAGES = {
     "wrk": "wrk",
     "nginx": "nginx-light",
     "node": "nodejs",
+    "h2o": "h2o",
     "cc": "gcc",
     "taskset": "util-linux",
 }
@@ -415,6 +416,33 @@ def write_nginx_conf(workdir, port, workers):
     return prefix, conf
 
 
+def write_h2o_conf(workdir, port, workers):
+    """h2o's configuration and its two body files under workdir/h2o/."""
+    prefix = os.path.join(workdir, "h2o")
+    os.makedirs(prefix, exist_ok=True)
+    for name, body in (("plaintext.txt", EXPECTED["/plaintext"][0]),
+                       ("message.json", EXPECTED["/json"][0])):
+        with open(os.path.join(prefix, name), "wb") as f:
+            f.write(body)
+    with open(os.path.join(BENCH_DIR, "peers", "h2o", "h2o.conf")) as f:
+        text = f.read()
+    user = ""
+    if os.geteuid() == 0:
+        import pwd
+        user = "user: %s" % pwd.getpwuid(os.geteuid()).pw_name
+    values = {"USER": user, "WORKERS": str(workers), "MAX_CONNECTIONS": str(nofile_hard()),
+              "PREFIX": prefix, "PORT": str(port)}
+    for key, value in values.items():
+        text = text.replace("@%s@" % key, value)
+    leftover = re.findall(r"@[A-Z_]+@", text)
+    if leftover:
+        sys.exit("h2o.conf template: unknown placeholders %s" % leftover)
+    conf = os.path.join(prefix, "h2o.conf")
+    with open(conf, "w") as f:
+        f.write(text)
+    return conf
+
+
 def myriad_bin():
     path = os.environ.get("MYRIAD_BIN") or os.path.join(ROOT, "build", "release", "myriad")
     return os.path.abspath(path)
@@ -438,6 +466,8 @@ def needed_commands(names):
         need.add("nginx")
     if "node" in names:
         need.add("node")
+    if "h2o" in names:
+        need.add("h2o")
     return need
 
 
@@ -459,6 +489,10 @@ def make_server(name, workdir, workers, ceiling_bin=None):
         prefix, conf = write_nginx_conf(workdir, port, workers)
         argv = ["nginx", "-p", prefix + "/", "-c", conf, "-e", "stderr"]
         return Server(name, argv, workdir, port, note="master + %d worker(s)" % workers), ""
+    if name == "h2o":
+        conf = write_h2o_conf(workdir, port, workers)
+        argv = ["h2o", "-m", "worker", "-c", conf]
+        return Server(name, argv, workdir, port, note="one process, %d thread(s)" % workers), ""
     if name == "node":
         argv = ["node", os.path.join(BENCH_DIR, "peers", "node", "server.js"),
                 "--host", HOST, "--port", str(port)]
@@ -583,6 +617,7 @@ def machine_info():
         "versions": {
             "nginx": _first_line(["nginx", "-v"]),
             "node": _first_line(["node", "--version"]),
+            "h2o": _first_line(["h2o", "--version"]),
             "wrk": _first_line(["wrk", "-v"]),
             "gcc": _first_line(["cc", "--version"]),
             "python": platform.python_version(),

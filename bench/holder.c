@@ -8,18 +8,28 @@
  * work is split over child processes of at most -m connections each. Source
  * addresses are spread over 127.0.0.2, 127.0.0.3, ... (-a connections per
  * address) with IP_BIND_ADDRESS_NO_PORT, so no address runs out of ephemeral
- * ports (the kernel prefers one port parity: keep -a under ~14k).
+ * ports (the kernel prefers one port parity: keep -a under ~14k). -b moves
+ * the first source address (so several holders can run side by side, as
+ * bench/c1m does, without sharing addresses).
+ *
+ * With -i SECONDS each held connection sends one more GET /plaintext every
+ * SECONDS (spread evenly over the interval) and the answer is checked the
+ * same way: a bad answer counts as an error and the connection is closed; a
+ * connection the server closes counts as dropped.
  *
  * Protocol with the caller, on stdout:
- *   READY held=H errors=E    every connection is held, failed or timed out
+ *   READY held=H errors=E rss_kb=K   every connection is held, failed or
+ *                            timed out; K = our own memory (all processes)
  *   (the caller measures the server now, then closes our stdin or sends a
  *    line; with -s SECONDS we hold that long instead)
- *   DONE held=H dropped=D errors=E   D = held ones the server closed meanwhile
+ *   DONE held=H dropped=D errors=E requests=R   D = held ones the server
+ *                            closed meanwhile; R = requests sent with -i
  * Everything is bounded: -t for opening, -T for the whole hold. Exit status
  * 0 when all N were held to the end, 1 otherwise, 2 on bad usage.
  *
  * Build: cc -O2 -Wall -Wextra -Werror -o holder bench/holder.c
  * Run:   holder -p 8080 -n 19000
+ *        holder -p 8080 -n 100000 -b 127.1.0.1 -i 10 -s 60
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -64,10 +74,13 @@ struct options {
     int open_timeout_s;     /* bound on opening all connections, -t */
     int max_hold_s;         /* bound on the whole hold, -T */
     int hold_s;             /* hold this long instead of waiting on stdin, -s */
+    struct in_addr src;     /* first source address, -b (default 127.0.0.2) */
+    int interval_s;         /* one request per held connection per interval, -i */
 };
 
 /* A connection's life; fd-indexed so an event finds it without a lookup. */
-enum conn_state { C_FREE, C_CONNECTING, C_WAITING, C_HELD };
+enum conn_state { C_FREE, C_CONNECTING, C_WAITING, C_HELD,
+                  C_ASKED /* held, an -i request sent, answer not checked yet */ };
 
 struct conn {
     uint8_t state;          /* enum conn_state */
@@ -79,6 +92,7 @@ struct report {
     long held;              /* connections open and answered 200 */
     long errors;            /* connections that failed or timed out opening */
     long dropped;           /* held connections the server closed later */
+    long requests;          /* -i requests answered 200 */
 };
 
 struct child {
@@ -92,6 +106,8 @@ struct child {
     size_t nconns;
     struct report r;
     int reported_errors;
+    size_t cursor;          /* -i: next fd to consider for a request */
+    double quota;           /* -i: requests owed but not yet sent */
 };
 
 static double now_s(void)
@@ -108,10 +124,10 @@ static void child_error(struct child *c, const char *what, int err)
         fprintf(stderr, "holder: %s: %s\n", what, strerror(err));
 }
 
-/* 127.0.0.2 + idx / per_addr, counting through 127.0.0.0/8. */
+/* -b (127.0.0.2) + idx / per_addr, counting through 127.0.0.0/8. */
 static struct in_addr source_addr(const struct options *o, long idx)
 {
-    uint32_t host = (127u << 24) + 2u + (uint32_t)(idx / o->per_addr);
+    uint32_t host = ntohl(o->src.s_addr) + (uint32_t)(idx / o->per_addr);
     return (struct in_addr){ .s_addr = htonl(host) };
 }
 
@@ -188,7 +204,7 @@ static void on_readable(struct child *c, int fd)
     if (n < 0 && (errno == EAGAIN || errno == EINTR))
         return;
     if (n <= 0) {
-        if (cn->state == C_HELD) {
+        if (cn->state == C_HELD || cn->state == C_ASKED) {
             c->r.held--;
             c->r.dropped++;
         } else {
@@ -198,22 +214,59 @@ static void on_readable(struct child *c, int fd)
         conn_drop(c, fd);
         return;
     }
-    if (cn->state != C_WAITING)
+    if (cn->state != C_WAITING && cn->state != C_ASKED)
         return; /* rest of the response: drained */
     size_t want = (size_t)STATUS_LEN - cn->got;
     size_t take = (size_t)n < want ? (size_t)n : want;
     if (memcmp(buf, STATUS_OK + cn->got, take) != 0) {
-        c->pending--;
+        if (cn->state == C_ASKED)
+            c->r.held--;
+        else
+            c->pending--;
         child_error(c, "response is not HTTP/1.1 200", EPROTO);
         conn_drop(c, fd);
         return;
     }
     cn->got += (uint8_t)take;
     if (cn->got == STATUS_LEN) {
+        if (cn->state == C_ASKED) {
+            c->r.requests++;
+        } else {
+            c->pending--;
+            c->r.held++;
+        }
         cn->state = C_HELD;
-        c->pending--;
-        c->r.held++;
     }
+}
+
+/*
+ * -i: send the requests owed since the last call. Over one interval every
+ * held connection is asked once: the quota grows by held * dt / interval and
+ * a cursor walks the fd table. A connection still waiting for its previous
+ * answer is skipped (it is asked again on the next pass).
+ */
+static void child_refresh(struct child *c, double dt)
+{
+    if (c->o->interval_s <= 0 || c->r.held <= 0)
+        return;
+    c->quota += (double)c->r.held * dt / c->o->interval_s;
+    for (size_t scanned = 0; c->quota >= 1.0 && scanned < c->nconns; scanned++) {
+        size_t fd = c->cursor;
+        c->cursor = (c->cursor + 1) % c->nconns;
+        if (c->conns[fd].state != C_HELD)
+            continue;
+        c->quota -= 1.0;
+        if (send((int)fd, REQUEST, sizeof(REQUEST) - 1, MSG_NOSIGNAL) !=
+            (ssize_t)sizeof(REQUEST) - 1) {
+            c->r.held--;
+            c->r.dropped++;
+            conn_drop(c, (int)fd);
+            continue;
+        }
+        c->conns[fd] = (struct conn){ .state = C_ASKED };
+    }
+    if (c->quota > (double)c->r.held)
+        c->quota = (double)c->r.held; /* never owe more than one pass */
 }
 
 static void child_dispatch(struct child *c, struct epoll_event *evs, int n,
@@ -263,12 +316,16 @@ static void child_open_all(struct child *c)
 static void child_hold(struct child *c)
 {
     struct epoll_event evs[MAX_EVENTS];
-    double deadline = now_s() + c->o->max_hold_s;
+    double last = now_s();
+    double deadline = last + c->o->max_hold_s;
     bool stop = false;
     while (!stop && now_s() < deadline) {
-        int n = epoll_wait(c->epfd, evs, MAX_EVENTS, 200);
+        int n = epoll_wait(c->epfd, evs, MAX_EVENTS, c->o->interval_s > 0 ? 20 : 200);
         if (n > 0)
             child_dispatch(c, evs, n, &stop);
+        double t = now_s();
+        child_refresh(c, t - last);
+        last = t;
     }
 }
 
@@ -330,8 +387,25 @@ static struct report gather(const int *report_fds, const long *counts, int nchil
         sum.held += r.held;
         sum.errors += r.errors;
         sum.dropped += r.dropped;
+        sum.requests += r.requests;
     }
     return sum;
+}
+
+/* VmRSS of one process in KiB, 0 if it is gone. */
+static long rss_kb(pid_t pid)
+{
+    char path[64], line[256];
+    snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+    FILE *f = fopen(path, "r");
+    long kb = 0;
+    if (!f)
+        return 0;
+    while (fgets(line, sizeof(line), f))
+        if (sscanf(line, "VmRSS: %ld kB", &kb) == 1)
+            break;
+    fclose(f);
+    return kb;
 }
 
 /* Hold until stdin closes or sends a line, or for o->hold_s seconds. */
@@ -349,7 +423,8 @@ static void usage(void)
 {
     fprintf(stderr,
             "usage: holder -p PORT [-h IPV4] [-n N] [-m PER_CHILD] [-a PER_ADDR]\n"
-            "              [-c INFLIGHT] [-t OPEN_TIMEOUT_S] [-T MAX_HOLD_S] [-s HOLD_S]\n");
+            "              [-c INFLIGHT] [-t OPEN_TIMEOUT_S] [-T MAX_HOLD_S] [-s HOLD_S]\n"
+            "              [-b FIRST_SOURCE_IPV4] [-i REQUEST_INTERVAL_S]\n");
     exit(2);
 }
 
@@ -358,8 +433,9 @@ static void parse_options(int argc, char **argv, struct options *o)
     *o = (struct options){ .total = 19000, .per_child = 12500, .per_addr = 10000,
                            .inflight = 256, .open_timeout_s = 60, .max_hold_s = 600 };
     const char *host = "127.0.0.1";
+    const char *src = "127.0.0.2";
     int opt;
-    while ((opt = getopt(argc, argv, "h:p:n:m:a:c:t:T:s:")) != -1) {
+    while ((opt = getopt(argc, argv, "h:p:n:m:a:c:t:T:s:b:i:")) != -1) {
         switch (opt) {
         case 'h': host = optarg; break;
         case 'p': o->port = (uint16_t)atoi(optarg); break;
@@ -370,15 +446,21 @@ static void parse_options(int argc, char **argv, struct options *o)
         case 't': o->open_timeout_s = atoi(optarg); break;
         case 'T': o->max_hold_s = atoi(optarg); break;
         case 's': o->hold_s = atoi(optarg); break;
+        case 'b': src = optarg; break;
+        case 'i': o->interval_s = atoi(optarg); break;
         default: usage();
         }
     }
     if (inet_pton(AF_INET, host, &o->dst) != 1 || o->port == 0 || o->total < 1 ||
+        inet_pton(AF_INET, src, &o->src) != 1 || o->interval_s < 0 ||
         o->per_child < 1 || o->per_addr < 1 || o->inflight < 1 ||
         o->open_timeout_s < 1 || o->max_hold_s < 1)
         usage();
-    if ((o->total + o->per_addr - 1) / o->per_addr > 65000) {
-        fprintf(stderr, "holder: -n/-a needs more than 127.0.0.0/8 has\n");
+    uint32_t first = ntohl(o->src.s_addr);
+    uint64_t naddr = (uint64_t)(o->total + o->per_addr - 1) / (uint64_t)o->per_addr;
+    if ((first >> 24) != 127u || (first & 0xffffffu) == 0 ||
+        (uint64_t)(first & 0xffffffu) + naddr > 0xffffffu) {
+        fprintf(stderr, "holder: -b/-n/-a need source addresses beyond 127.0.0.0/8\n");
         exit(2);
     }
 }
@@ -392,8 +474,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "holder: more than %d children needed; raise -m\n", MAX_CHILDREN);
         return 2;
     }
-    int report_fds[MAX_CHILDREN], ctl_fds[MAX_CHILDREN];
-    long counts[MAX_CHILDREN];
+    int report_fds[MAX_CHILDREN] = { 0 }, ctl_fds[MAX_CHILDREN] = { 0 };
+    long counts[MAX_CHILDREN] = { 0 };
     pid_t pids[MAX_CHILDREN];
     fflush(stdout);
     for (int i = 0; i < nchild; i++) {
@@ -425,7 +507,10 @@ int main(int argc, char **argv)
     }
 
     struct report opened = gather(report_fds, counts, nchild);
-    printf("READY held=%ld errors=%ld\n", opened.held, opened.errors);
+    long mem = rss_kb(getpid());
+    for (int i = 0; i < nchild; i++)
+        mem += rss_kb(pids[i]);
+    printf("READY held=%ld errors=%ld rss_kb=%ld\n", opened.held, opened.errors, mem);
     fflush(stdout);
     wait_release(&o);
     for (int i = 0; i < nchild; i++)
@@ -433,7 +518,8 @@ int main(int argc, char **argv)
     struct report end = gather(report_fds, counts, nchild);
     for (int i = 0; i < nchild; i++)
         waitpid(pids[i], NULL, 0);
-    printf("DONE held=%ld dropped=%ld errors=%ld\n", end.held, end.dropped, end.errors);
+    printf("DONE held=%ld dropped=%ld errors=%ld requests=%ld\n", end.held, end.dropped,
+           end.errors, end.requests);
     fflush(stdout);
     return end.held == o.total ? 0 : 1;
 }

@@ -164,6 +164,251 @@ int  myr_json_error(const myr_json *w);
  * On a writer error it answers 500 instead. Completes the request. */
 void myr_respond_json(myr_req *req, int status, myr_json *w);
 
+
+/* ---- database (src/data) ------------------------------------------------------
+ *
+ * One small asynchronous API over SQLite (the embedded default) and
+ * PostgreSQL. A service registers named statements at start-up; handlers
+ * run them by name and get the rows back on the loop thread.
+ *
+ *   --db URL        sqlite:PATH (default sqlite:myriad.db, relative to the
+ *                   working directory) or postgres://user:pass@host:port/db;
+ *                   $DATABASE_URL is used when --db is not given.
+ *
+ * SQL uses PostgreSQL's $1, $2... placeholders on both backends (translated
+ * to SQLite's ?1, ?2...). SQLite runs statements on the worker's thread pool,
+ * never on the loop; PostgreSQL runs them on non-blocking connections on the
+ * loop itself, pipelined: a batch costs one round trip.
+ *
+ * Completion. Every call that returns 0 calls its callback exactly once, on
+ * the loop thread, never from inside the call. err is MYR_DB_OK or the first
+ * error of the batch; results[i] belongs to calls[i] (all NULL on error).
+ * Results live until the callback returns: copy what you keep. A request
+ * whose client went away still gets its callback (answer it as usual; the
+ * answer is dropped).
+ */
+typedef struct myr_db myr_db;               /* one worker's database handle */
+typedef struct myr_db_result myr_db_result; /* the rows of one statement */
+
+#define MYR_DB_ERRORS(X)                                                     \
+    X(MYR_DB_OK, "ok")                                                       \
+    X(MYR_DB_UNAVAILABLE, "database unavailable")                            \
+    X(MYR_DB_TIMEOUT, "database query timed out")                            \
+    X(MYR_DB_BUSY, "database overloaded")                                    \
+    X(MYR_DB_NOMEM, "out of memory")                                         \
+    X(MYR_DB_QUERY_FAILED, "query failed")                                   \
+    X(MYR_DB_BUDGET, "query budget exceeded")
+
+typedef enum myr_db_error {
+#define MYR_DB_ENUM_(code, msg) code,
+    MYR_DB_ERRORS(MYR_DB_ENUM_)
+#undef MYR_DB_ENUM_
+} myr_db_error;
+
+const char *myr_db_strerror(myr_db_error err);
+/* The HTTP status that suits err: 503 for unavailable, timeout, busy and
+ * out of memory; 500 for failed queries and an exceeded strict budget. */
+int myr_db_error_status(myr_db_error err);
+
+/* Statement flags for myr_db_prepare. */
+enum {
+    MYR_DB_WRITE   = 1u << 0,  /* changes data: runs on the primary */
+    MYR_DB_SHARDED = 1u << 1,  /* $1 is the shard key (see --db-shard) */
+    MYR_DB_PG      = 1u << 2,  /* this SQL is for PostgreSQL only */
+    MYR_DB_SQLITE  = 1u << 3,  /* this SQL is for SQLite only */
+};
+
+/* Registers a statement before myr_main. A name may be registered twice,
+ * once per dialect (MYR_DB_PG, MYR_DB_SQLITE). Statements are prepared once
+ * per connection. Returns 0, -EINVAL (bad name, SQL or flags), -EEXIST or
+ * -ENOMEM. */
+int myr_db_prepare(myr_app *app, const char *name, const char *sql, unsigned flags);
+
+/* SQL run once per database, before serving, in the order registered, each
+ * under an exclusive lock and recorded (table myriad_migrations) so that it
+ * runs only once however many workers start together. dialect is MYR_DB_PG
+ * or MYR_DB_SQLITE. Returns 0, -EINVAL or -ENOMEM. */
+int myr_db_migration(myr_app *app, const char *name, unsigned dialect, const char *sql);
+
+/* A statement parameter: build them with the helpers below. Text is copied
+ * when the statement is submitted. */
+typedef struct myr_db_param {
+    int         type;     /* MYR_DB_NULL, MYR_DB_INT, MYR_DB_TEXT */
+    int64_t     i;
+    const char *s;
+    size_t      len;
+} myr_db_param;
+enum { MYR_DB_NULL, MYR_DB_INT, MYR_DB_TEXT };
+
+static inline myr_db_param myr_db_int_param(int64_t v)
+{
+    myr_db_param p = { MYR_DB_INT, v, NULL, 0 };
+    return p;
+}
+static inline myr_db_param myr_db_text_param(const char *s, size_t len)
+{
+    myr_db_param p = { MYR_DB_TEXT, 0, s, len };
+    return p;
+}
+
+/* One statement of a batch. */
+typedef struct myr_db_call {
+    const char         *stmt;      /* registered name */
+    const myr_db_param *params;
+    unsigned            nparams;
+} myr_db_call;
+
+typedef void (*myr_db_done)(myr_req *req, void *arg, myr_db_error err,
+                            myr_db_result *const *results, size_t n);
+
+/* Runs one statement for req. Returns 0 (cb will be called), or -ENOENT
+ * (no such statement), -EINVAL (wrong parameter count) or -ENOMEM, and
+ * then cb is not called. Counts toward the request's query budget. */
+int myr_db_query(myr_req *req, const char *stmt, const myr_db_param *params,
+                 unsigned nparams, myr_db_done cb, void *arg);
+/* Runs n statements that complete together. On PostgreSQL they are
+ * pipelined, each with its own Sync (each its own transaction); on SQLite
+ * they run in one transaction (BEGIN IMMEDIATE if one of them writes). */
+int myr_db_batch(myr_req *req, const myr_db_call *calls, size_t n, myr_db_done cb,
+                 void *arg);
+
+/* Statements this request has issued so far. */
+uint32_t myr_db_queries(const myr_req *req);
+
+/* Without a request (library code, background work): the worker's handle,
+ * valid while the worker serves, and a batch whose callback gets arg. */
+myr_db *myr_req_db(const myr_req *req);
+typedef void (*myr_db_bg_done)(void *arg, myr_db_error err, myr_db_result *const *results,
+                               size_t n);
+int myr_db_submit(myr_db *db, const myr_db_call *calls, size_t n, myr_db_bg_done cb,
+                  void *arg);
+
+/* Results. Rows and columns count from 0. A NULL cell reads as 0 or "". */
+size_t      myr_db_rows(const myr_db_result *res);
+size_t      myr_db_cols(const myr_db_result *res);
+uint64_t    myr_db_affected(const myr_db_result *res);  /* INSERT/UPDATE/DELETE */
+bool        myr_db_is_null(const myr_db_result *res, size_t row, size_t col);
+int64_t     myr_db_int(const myr_db_result *res, size_t row, size_t col);
+/* NUL-terminated; *len (may be NULL) gets its length. */
+const char *myr_db_text(const myr_db_result *res, size_t row, size_t col, size_t *len);
+
+/* ---- worker threads: offloading, overload, settings (src/proc) ------------
+ *
+ * Each worker has a thread pool (--threads, default 4) for work that would
+ * block its event loop: password hashing, compression, image work, blocking
+ * libraries. The threads start on the first job and run at a lower CPU
+ * priority than the loop (--pool-nice), so the loop keeps answering while
+ * they compute.
+ *
+ * myr_offload runs work(arg) on a pool thread, then done(req, arg) on the
+ * loop thread. work must not touch the loop, the request or any myr_*
+ * function; done answers the request as a handler would. Do not answer req
+ * before done runs: the job's state lives in the request. Exactly one of:
+ *
+ *   - returns 0: done runs exactly once, later (never inside this call):
+ *       . after work, normally;
+ *       . after work, with myr_req_cancelled(req) true, if the client went
+ *         away while work ran — answer anyway, the answer is dropped;
+ *       . WITHOUT work having run, with myr_req_cancelled(req) true, if the
+ *         client went away (or the worker stopped) before a thread took the
+ *         job — answer anyway, releasing what arg holds;
+ *   - returns -EAGAIN (--offload-queue jobs already waiting), -ENOMEM or
+ *     -ECANCELED (the worker is stopping): the request has ALREADY been
+ *     answered 503 with Retry-After; req is invalid, done never runs, and
+ *     arg is still the caller's to free;
+ *   - returns -EBUSY: another offload of this request is still pending
+ *     (one at a time: start the next from done). Nothing was done; the
+ *     request is still the caller's.
+ *
+ * The handler's own myr_req_on_cancel callback, if set before, still runs
+ * (after the job is cancelled); one set while the job is pending replaces
+ * the offload's, so the job then runs to the end even if the client goes.
+ */
+int myr_offload(myr_req *req, void (*work)(void *arg),
+                void (*done)(myr_req *req, void *arg), void *arg);
+
+/* Why this worker is refusing work now, or NULL when it is healthy: "loop
+ * lag" (mean lag over 0.5 s above --max-loop-lag), "offload queue full",
+ * or "connection limit" (--max-connections open). While one of the first
+ * two holds, new requests are answered 503 with Retry-After before any
+ * handler runs; a health check answers from the third. */
+const char *myr_overload_reason(const myr_req *req);
+
+/* The value of a string setting (--name, MYRIAD_NAME or the config file),
+ * e.g. myr_setting(req, "hash-alg"); NULL when no string setting has that
+ * name. Lives as long as the worker. */
+const char *myr_setting(const myr_req *req, const char *name);
+
+/* ---- WebSocket (RFC 6455, permessage-deflate RFC 7692) -------------------
+ *
+ * myr_ws_route() makes a GET route that upgrades to WebSocket. The server
+ * validates the handshake (426 + Sec-WebSocket-Version: 13 for another
+ * version, 400 for a malformed one), negotiates permessage-deflate when
+ * the client offers it (--ws-deflate), enforces the protocol (violations
+ * close with 1002, invalid UTF-8 with 1007, messages over max_message with
+ * 1009), answers pings, sends its own keep-alive pings (--ws-ping-interval)
+ * and closes peers that stop answering (--ws-ping-timeout). Graceful stop
+ * closes every connection with 1001.
+ *
+ * Lifetimes. A myr_ws lives from on_open until on_close returns; on_close
+ * is called exactly once for every on_open, whoever ended the connection.
+ * Between them the handle may be kept anywhere (timers, other
+ * connections); once a close has started, sends return -EPIPE.
+ *
+ * Sending. myr_ws_send copies the message into the connection's send
+ * queue and returns at once; the bytes are written when the socket takes
+ * them. A peer that reads slower than the application sends makes the
+ * queue grow: a message that would take a non-empty queue past max_queue
+ * bytes triggers the route's overflow policy (an empty queue takes any
+ * message), so a slow reader holds at most max_queue plus one message.
+ */
+typedef struct myr_ws myr_ws;
+
+typedef enum myr_ws_overflow {
+    MYR_WS_DISCONNECT = 0,   /* close with 1008 (policy violation); the default */
+    MYR_WS_DROP_OLDEST,      /* drop the oldest queued messages not yet started */
+    MYR_WS_COALESCE,         /* drop every queued message not yet started, so
+                                only the newest waits */
+} myr_ws_overflow;
+
+typedef struct myr_ws_callbacks {
+    /* The handshake is accepted; req (query, headers, params) is valid only
+     * during the call. Messages sent here follow the 101 response. */
+    void (*on_open)(myr_ws *ws, myr_req *req);
+    /* One whole message (fragments joined, decompressed, text checked as
+     * UTF-8). data lives only during the call. */
+    void (*on_message)(myr_ws *ws, const void *data, size_t len, bool binary);
+    /* The connection is gone. code: the peer's close code, 1005 for a close
+     * frame without one, 1006 when the connection ended without one. */
+    void (*on_close)(myr_ws *ws, int code);
+    void           *arg;          /* for myr_ws_route_arg() */
+    uint64_t        max_message;  /* bytes; 0: --ws-max-message */
+    uint64_t        max_queue;    /* unsent bytes before `overflow`; 0: --ws-max-queue */
+    myr_ws_overflow overflow;
+} myr_ws_callbacks;
+
+/* Adds a WebSocket route (GET; pattern as for myr_route). cb is copied.
+ * Returns 0, -EINVAL, -EEXIST or -ENOMEM like myr_route. Call before
+ * myr_main. */
+int myr_ws_route(myr_app *app, const char *pattern, const myr_ws_callbacks *cb);
+
+/* Queues one text (binary false) or binary message. Returns 0 when queued;
+ * -EPIPE once the connection is closing; -ENOBUFS when the queue was over
+ * max_queue under MYR_WS_DISCONNECT (the connection is now closing with
+ * 1008); -ENOMEM. Text must be valid UTF-8: the server does not check what
+ * the application sends. */
+int myr_ws_send(myr_ws *ws, const void *data, size_t len, bool binary);
+
+/* Starts the close handshake with code (1000-1003, 1007-1014, 3000-4999)
+ * and a UTF-8 reason of at most 123 bytes (NULL for none). Returns 0,
+ * -EINVAL for a bad code or reason, -EPIPE if closing already. */
+int myr_ws_close(myr_ws *ws, int code, const char *reason);
+
+void   myr_ws_set_data(myr_ws *ws, void *data);   /* per-connection pointer */
+void  *myr_ws_data(const myr_ws *ws);
+void  *myr_ws_route_arg(const myr_ws *ws);        /* the callbacks' arg */
+size_t myr_ws_queued(const myr_ws *ws);           /* bytes not yet written */
+
 #ifdef __cplusplus
 }
 #endif

@@ -16,6 +16,16 @@ PKGS+=(postgresql redis-server sqlite3)
 PKGS+=(clang libclang-rt-14-dev libcmocka-dev python3 python3-pytest curl libhttp-parser-dev)
 # load tests
 PKGS+=(wrk)
+# WebSocket: the e2e test's real client is npm ws (tests/e2e/ws_client, npm ci from its
+# lock file). A nodejs from elsewhere (NodeSource) bundles npm and conflicts with
+# Debian's npm package: ask for that only when there is no npm command.
+PKGS+=(nodejs)
+command -v npm >/dev/null 2>&1 || PKGS+=(npm)
+# worker threads: addr2line resolves the stall watchdog's backtraces (its e2e test)
+PKGS+=(binutils)
+# observability (src/obs): promtool (prometheus) checks /metrics, a headless chromium
+# draws the dashboard, valgrind runs scripts/valgrind.sh, gnuplot draws bench/soak's figure
+PKGS+=(prometheus chromium valgrind gnuplot-nox)
 
 missing=()
 for p in "${PKGS[@]}"; do

@@ -36,7 +36,8 @@ typedef struct option {
 static const option options[] = {
     { "host", OPT_STRING, F(host), 0, 0, "127.0.0.1", "address to listen on" },
     { "port", OPT_INT, F(port), 1, 65535, "8080", "TCP port" },
-    { "workers", OPT_WORKERS, F(workers), 0, 1024, "1", "worker processes, N or auto" },
+    { "workers", OPT_WORKERS, F(workers), 0, 1024, "auto",
+      "worker processes, N or auto (one per CPU; 1 = no supervisor)" },
     { "backlog", OPT_INT, F(backlog), 1, 65535, "4096", "listen backlog" },
     { "config", OPT_STRING, F(config_file), 0, 0, "", "config file of 'name value' lines" },
     { "max-connections", OPT_U32, F(max_connections), 1, 100000000, "100000",
@@ -58,6 +59,126 @@ static const option options[] = {
       "time without write progress" },
     { "shutdown-timeout", OPT_DURATION, F(shutdown_timeout), 0, 86400000, "30s",
       "graceful stop limit" },
+    /* cluster: the supervisor and its workers (src/proc/cluster.c) */
+    { "pin", OPT_BOOL, F(pin), 0, 0, "false", "pin worker i to the i-th allowed CPU" },
+    { "user", OPT_STRING, F(user), 0, 0, "",
+      "run workers as this user and its groups (start as root: bind, then drop)" },
+    { "pid-file", OPT_STRING, F(pid_file), 0, 0, "", "write the main process id to this file" },
+    { "log-file", OPT_STRING, F(log_file), 0, 0, "",
+      "append the log to this file instead of stderr (SIGUSR1 reopens it)" },
+    { "max-worker-memory", OPT_SIZE, F(max_worker_memory), 0, (uint64_t)1 << 50, "0",
+      "replace a worker whose RSS exceeds this, then drain it (0 = no limit)" },
+    { "max-requests", OPT_U32, F(max_requests), 0, 4000000000u, "0",
+      "replace a worker after this many requests, +0-10% jitter (0 = no limit)" },
+    { "max-worker-age", OPT_DURATION, F(max_worker_age), 0, 86400000ULL * 365, "0",
+      "replace a worker after this long, +0-10% jitter (0 = no limit)" },
+    { "crash-loop-deaths", OPT_U32, F(crash_loop_deaths), 0, 10000, "10",
+      "this many worker crashes within --crash-loop-window stop the service (0 = never)" },
+    { "crash-loop-window", OPT_DURATION, F(crash_loop_window), 1, 86400000, "10s",
+      "the window of --crash-loop-deaths" },
+    /* data layer (src/data) */
+    { "db", OPT_STRING, F(db), 0, 0, "",
+      "database: sqlite:PATH or postgres://user:pass@host:port/db "
+      "(default $DATABASE_URL, else sqlite:myriad.db)" },
+    { "db-pool", OPT_U32, F(db_pool), 1, 1024, "4",
+      "per worker: connections to each PostgreSQL server, or SQLite threads" },
+    { "db-timeout", OPT_DURATION, F(db_timeout), 1, 3600000, "5s",
+      "longest a query may wait and run (then 503)" },
+    { "db-replica", OPT_LIST, F(db_replica), 0, 0, "",
+      "read replica URL of the primary (repeatable)" },
+    { "db-shard", OPT_LIST, F(db_shard), 0, 0, "",
+      "another shard's primary URL (repeatable; --db is shard 0)" },
+    { "db-shard-replica", OPT_LIST, F(db_shard_replica), 0, 0, "",
+      "I:URL, a read replica of shard I (repeatable)" },
+    { "db-max-replica-lag", OPT_DURATION, F(db_max_replica_lag), 1, 86400000, "5s",
+      "replicas lagging more are skipped for reads" },
+    { "db-read-your-writes", OPT_BOOL, F(db_read_your_writes), 0, 0, "true",
+      "a request that wrote reads from the primary" },
+    { "db-query-budget", OPT_U32, F(db_query_budget), 0, 1000000, "0",
+      "statements per request before logging an N+1 warning (0 = off)" },
+    { "db-budget-strict", OPT_BOOL, F(db_budget_strict), 0, 0, "false",
+      "fail statements beyond the budget (500) instead of logging" },
+    /* worker threads: pool, loop lag, watchdog, overload (src/proc/offload.c) */
+    { "threads", OPT_U32, F(threads), 1, 1024, "4", "thread-pool threads per worker" },
+    { "offload-queue", OPT_U32, F(offload_queue), 1, 10000000, "1024",
+      "jobs waiting for the thread pool per worker (503 beyond)" },
+    { "pool-nice", OPT_INT, F(pool_nice), 0, 19, "10",
+      "pool threads run this much nicer than the event loop, which wins the CPU" },
+    { "stall-warn", OPT_DURATION, F(stall_warn), 0, 3600000, "100ms",
+      "log a backtrace when the event loop is stuck this long (0 = off)" },
+    { "max-loop-lag", OPT_DURATION, F(max_loop_lag), 0, 3600000, "0",
+      "answer 503 while the mean loop lag over 0.5 s exceeds this (0 = off)" },
+    { "hash-alg", OPT_STRING, F(hash_alg), 0, 0, "argon2id",
+      "password hash of the reference POST /hash: argon2id or scrypt" },
+    /* WebSocket (src/http/ws.c) */
+    { "ws-max-message", OPT_SIZE, F(ws_max_message), 1, (uint64_t)1 << 30, "16m",
+      "bytes of one received WebSocket message (close 1009 beyond)" },
+    { "ws-max-queue", OPT_SIZE, F(ws_max_queue), 1, (uint64_t)1 << 40, "16m",
+      "unsent bytes per WebSocket before the route's overflow policy (default: close 1008)" },
+    { "ws-ping-interval", OPT_DURATION, F(ws_ping_interval), 0, 86400000, "30s",
+      "ping a WebSocket peer silent this long (0 = never)" },
+    { "ws-ping-timeout", OPT_DURATION, F(ws_ping_timeout), 1, 86400000, "30s",
+      "close a WebSocket peer silent this long after a ping" },
+    { "ws-close-timeout", OPT_DURATION, F(ws_close_timeout), 1, 3600000, "5s",
+      "longest a WebSocket close handshake may take" },
+    { "ws-deflate", OPT_BOOL, F(ws_deflate), 0, 0, "true",
+      "negotiate permessage-deflate when a WebSocket client offers it" },
+    { "ws-deflate-takeover", OPT_BOOL, F(ws_deflate_takeover), 0, 0, "true",
+      "allow deflate context takeover (better ratio, ~300 KiB per connection)" },
+    /* load balancer: myriad balance (src/proxy) */
+    { "listen", OPT_STRING, F(listen), 0, 0, "", "balance: HOST:PORT to listen on "
+      "(default --host/--port)" },
+    { "backend", OPT_LIST, F(backends), 0, 0, "",
+      "balance: a backend HOST:PORT[,weight=W] (repeatable)" },
+    { "policy", OPT_STRING, F(policy), 0, 0, "rr", "balance: rr, leastconn, p2c or chash" },
+    { "hash-key", OPT_STRING, F(hash_key), 0, 0, "client",
+      "balance: what chash hashes: client, path or header:NAME" },
+    { "hash-balance-factor", OPT_U32, F(hash_balance_factor), 0, 10000, "150",
+      "balance: chash load bound, % of the mean (0 = unbounded, else >= 100)" },
+    { "health-path", OPT_STRING, F(health_path), 0, 0, "",
+      "balance: GET this path to check backends (none: no active checks)" },
+    { "health-interval", OPT_DURATION, F(health_interval), 10, 3600000, "2s",
+      "balance: time between health checks of a backend" },
+    { "health-timeout", OPT_DURATION, F(health_timeout), 1, 3600000, "1s",
+      "balance: longest a health check may take" },
+    { "health-rise", OPT_U32, F(health_rise), 1, 1000, "2",
+      "balance: passed checks in a row that bring a backend up" },
+    { "health-fall", OPT_U32, F(health_fall), 1, 1000, "3",
+      "balance: failed checks in a row that take a backend down" },
+    { "eject-errors", OPT_U32, F(eject_errors), 0, 100000, "5",
+      "balance: failed requests or 5xx in a row that eject a backend (0 = never)" },
+    { "eject-time", OPT_DURATION, F(eject_time), 1, 86400000, "10s",
+      "balance: how long an ejected backend stays out without active checks" },
+    { "slow-start", OPT_DURATION, F(slow_start), 0, 3600000, "5s",
+      "balance: a returning backend's weight ramps up over this long (0 = off)" },
+    { "connect-timeout", OPT_DURATION, F(connect_timeout), 1, 3600000, "2s",
+      "balance: time to connect to a backend" },
+    { "backend-timeout", OPT_DURATION, F(backend_timeout), 1, 86400000, "30s",
+      "balance: time a backend may take to answer or make progress" },
+    { "backend-idle-timeout", OPT_DURATION, F(backend_idle_timeout), 1, 86400000, "30s",
+      "balance: a pooled backend connection closes after this long idle" },
+    { "pool-max-idle", OPT_U32, F(pool_max_idle), 0, 100000, "512",
+      "balance: idle connections kept per backend per worker" },
+    { "retries", OPT_U32, F(retries), 0, 7, "2",
+      "balance: further attempts of a failed request on other backends" },
+    { "retry-budget", OPT_U32, F(retry_budget), 0, 100, "20",
+      "balance: retries allowed as % of requests, plus a burst of 10" },
+    { "proxy-max-body", OPT_SIZE, F(proxy_max_body), 0, (uint64_t)1 << 50, "0",
+      "balance: request body bytes (413 beyond; 0 = unlimited, bodies stream)" },
+    { "admin-port", OPT_INT, F(admin_port), 0, 65535, "0",
+      "admin port on --admin-host (0 = none); balance: /metrics and backend draining" },
+    /* observability: metrics, dashboard, access log (src/obs) */
+    { "metrics-path", OPT_STRING, F(metrics_path), 0, 0, "/metrics",
+      "serve: Prometheus metrics here, PATH.json and /dashboard too; on --admin-port "
+      "only when it is set (empty = none)" },
+    { "admin-host", OPT_STRING, F(admin_host), 0, 0, "127.0.0.1",
+      "address of --admin-port" },
+    { "access-log", OPT_STRING, F(access_log), 0, 0, "",
+      "access log file, or - for stdout (empty = off; SIGUSR1 reopens it)" },
+    { "access-log-format", OPT_STRING, F(access_log_format), 0, 0, "combined",
+      "access log lines: combined or json" },
+    { "access-log-flush", OPT_DURATION, F(access_log_flush), 1, 60000, "1s",
+      "longest an access log line waits in a worker's buffer" },
 };
 #define NOPTIONS (sizeof(options) / sizeof(options[0]))
 
@@ -330,8 +451,14 @@ enum config_result config_load(config *c, int argc, char **argv, int first, char
 
 void config_usage(int fd, const char *prog)
 {
-    dprintf(fd, "usage: %s serve [flags]\n\nflags (also 'name value' lines in --config FILE,"
-                " or MYRIAD_NAME in the environment):\n", prog);
+    config_usage_cmd(fd, prog, "serve");
+}
+
+/* balance (src/proxy) prints the same reference under its own command line */
+void config_usage_cmd(int fd, const char *prog, const char *cmd)
+{
+    dprintf(fd, "usage: %s %s [flags]\n\nflags (also 'name value' lines in --config FILE,"
+                " or MYRIAD_NAME in the environment):\n", prog, cmd);
     for (size_t i = 0; i < NOPTIONS; i++) {
         const option *o = &options[i];
         dprintf(fd, "  --%-20s %s%s%s%s\n", o->name, o->help, *o->def ? " (default " : "",
@@ -339,6 +466,12 @@ void config_usage(int fd, const char *prog)
     }
     dprintf(fd, "  --%-20s %s\n  --%-20s %s\n", "help", "show this help", "version",
             "show the version");
+}
+
+const char *config_string(const config *c, const char *name)
+{
+    const option *o = find_option(name, strlen(name));
+    return o && o->type == OPT_STRING ? (const char *)c + o->offset : NULL;
 }
 
 const char *config_list_next(const char *list, const char **cursor, size_t *len)

@@ -4,8 +4,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "data/db.h"
 #include "http/request.h"
 #include "http/server.h"
+#include "obs/obs.h"
+#include "proc/overload.h"
+#include "proc/watchdog.h"
 
 myr_app *myr_app_new(void)
 {
@@ -24,6 +28,7 @@ void myr_app_free(myr_app *app)
     if (!app)
         return;
     router_free(app->routes);
+    db_registry_free(app->db);
     free(app);
 }
 
@@ -36,11 +41,18 @@ void req_dispatch(myr_req *r)
 {
     myr_app *app = r->srv->app;
     r->state = REQ_HANDLING;
+    if (obs_dispatch(r))   /* /metrics, /metrics.json, /dashboard, the admin port */
+        return;
+    if (overload_shed(r))   /* 503 before any handler (proc/overload.c) */
+        return;
     int rc = router_find(app->routes, r->h.method, r->h.method_len, r->h.path, r->h.path_len,
                          &r->match);
     if (rc == 0) {
         myr_handler h = (myr_handler)r->match.handler;
+        watchdog *wd = r->srv->watchdog;   /* names the handler in stall reports */
+        watchdog_enter(wd, r->h.method, r->h.method_len, r->h.path, r->h.path_len);
         h(r);
+        watchdog_leave(wd);
         return;
     }
     if (rc == -405) {

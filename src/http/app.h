@@ -8,8 +8,11 @@
 #include "myriad.h"
 #include "http/router.h"
 
+struct db_registry;
+
 struct myr_app {
     router *routes;
+    struct db_registry *db;   /* data layer: statements and migrations, NULL if none */
 };
 
 #endif

@@ -23,6 +23,7 @@
 #include "core/log.h"
 #include "http/request.h"
 #include "http/server.h"
+#include "obs/metrics.h"
 
 #define NS_PER_MS       1000000ull
 #define LINGER_MS       2000u        /* discard input this long after an error */
@@ -33,6 +34,8 @@
 
 /* What conn->deadline limits. */
 enum conn_wait { WAIT_NONE, WAIT_IDLE, WAIT_HEAD, WAIT_BODY, WAIT_WRITE, WAIT_LINGER };
+_Static_assert((int)WAIT_IDLE == METRICS_TIMEOUT_IDLE + 1 && (int)WAIT_LINGER == METRICS_TIMEOUTS,
+               "metrics_http_timeout takes a conn_wait");
 
 static void conn_process(http_conn *c);
 static void conn_flush(http_conn *c);
@@ -85,6 +88,7 @@ static void on_timer(loop_timer *t)
         loop_timer_start_at(l, t, c->deadline, on_timer);
         return;
     }
+    metrics_http_timeout(c->srv->metrics, c->wait);
     switch (c->wait) {
     case WAIT_HEAD:
     case WAIT_BODY:
@@ -210,6 +214,7 @@ http_conn *http_conn_new(http_server *s, int fd)
         s->conns->prev = c;
     s->conns = c;
     s->nconns++;
+    metrics_conn_opened(s->metrics);
     /* a new connection must send its first request within the head timeout */
     conn_wait_for(c, WAIT_HEAD, s->cfg->header_timeout);
     return c;
@@ -247,6 +252,7 @@ void http_conn_close(http_conn *c)
     if (c->next)
         c->next->prev = c->prev;
     s->nconns--;
+    metrics_conn_closed(s->metrics);
     c->state = CONN_CLOSED;
     loop_defer(s->loop, &c->defer, on_deferred);   /* freed there */
     server_check_drained(s);
@@ -377,6 +383,7 @@ static ssize_t conn_read_once(http_conn *c)
         ssize_t n = read(c->io.fd, c->in.data + c->in.len, room);
         if (n > 0) {
             c->in.len += (size_t)n;
+            metrics_http_bytes_in(c->srv->metrics, (uint64_t)n);
             /* a short read drained the socket; edge-triggered epoll will
              * report bytes that arrive later. Not so after RDHUP: the EOF
              * behind these bytes was already reported and must be read. */
@@ -589,6 +596,7 @@ static void conn_flush(http_conn *c)
                          MSG_NOSIGNAL);
         if (n > 0) {
             c->out_off += (size_t)n;
+            metrics_http_bytes_out(c->srv->metrics, (uint64_t)n);
             if (c->wait == WAIT_WRITE)   /* progress restarts the write timeout */
                 conn_wait_for(c, WAIT_WRITE, c->srv->cfg->write_timeout);
             continue;
@@ -672,6 +680,7 @@ int http_conn_detach(http_conn *c, http_detached *d)
     if (c->next)
         c->next->prev = c->prev;
     s->nconns--;
+    metrics_conn_closed(s->metrics);   /* from here on a WebSocket's */
     s->upgraded++;
     c->state = CONN_CLOSED;
     loop_defer(s->loop, &c->defer, on_deferred);   /* freed there; fd stays open */

@@ -59,6 +59,9 @@ struct http_conn {
     bool           rdhup;          /* epoll reported the peer's shutdown (or an error) */
     bool           in_process;     /* inside conn_process: completions must not recurse */
     bool           sent_continue;  /* 100 Continue sent for the current request */
+    bool           admin;          /* observability: accepted on the admin port */
+    uint8_t        peer_family;    /* observability: AF_INET, AF_INET6, 0 = unknown */
+    uint8_t        peer[16];       /* observability: client address (access log) */
     loop_deferred  defer;          /* resume processing, or free after close */
 };
 

@@ -15,6 +15,7 @@
 #include "http/http_conn.h"
 #include "http/http_response.h"
 #include "http/server.h"
+#include "obs/obs.h"
 
 struct req_timer {
     loop_timer t;
@@ -79,6 +80,7 @@ void req_cancel(myr_req *r)
 static void req_finish(myr_req *r)
 {
     r->state = REQ_DONE;
+    obs_request_done(r);   /* metrics and access log */
     if (r->conn)
         http_conn_request_done(r->conn);   /* releases r */
     else
@@ -108,7 +110,7 @@ static void req_head_init(myr_req *r, http_head *h, int status, const char *ctyp
     *h = (http_head){
         .status = status,
         .version_minor = r->h.version_minor,
-        .keep_alive = r->keep_alive,
+        .keep_alive = r->keep_alive && !r->srv->draining,
         .content_type = ctype,
         .date = http_date_get(&r->srv->date, loop_now(r->srv->loop)),
         .extra = r->resp_headers.data,
@@ -255,6 +257,8 @@ void myr_respond(myr_req *req, int status, const char *content_type, const void 
                  size_t len)
 {
     assert(req->state == REQ_HANDLING || req->state == REQ_READING);
+    req->status = status;
+    req->resp_bytes = status_has_body(status) && !req->is_head ? len : 0;
     buf *out = req_out(req);
     if (out) {
         http_head h;
@@ -276,6 +280,7 @@ void myr_respond_str(myr_req *req, int status, const char *content_type, const c
 
 void req_respond_error(myr_req *r, int status)
 {
+    metrics_http_error(r->srv->metrics, status);
     char body[64];
     int n = snprintf(body, sizeof(body), "%d %s\n", status, http_status_reason(status));
     if (status == 400 || status == 408 || status == 413 || status == 414 || status == 431 ||
@@ -304,6 +309,7 @@ int myr_stream_begin(myr_req *req, int status, const char *content_type)
 {
     assert(req->state == REQ_HANDLING);
     req->state = REQ_STREAMING;
+    req->status = status;
     buf *out = req_out(req);
     if (!out)
         return -EPIPE;
@@ -345,6 +351,7 @@ int myr_stream_write(myr_req *req, const void *data, size_t len)
         buf_append(out, data, len);
         buf_append(out, "\r\n", 2);
     }
+    req->resp_bytes += len;
     http_conn_flush_later(req->conn);
     return http_conn_unsent(req->conn) > OUT_HIGH ? 1 : 0;
 oom:

@@ -50,6 +50,11 @@ struct myr_req {
     void          *cancel_arg;
     void         (*on_drain)(myr_req *req, void *arg);   /* streaming */
     void          *drain_arg;
+    uint64_t       start_ns;      /* observability: loop clock at the first byte */
+    uint64_t       resp_bytes;    /* observability: response body bytes queued */
+    int            status;        /* observability: status answered (0 before) */
+    uint32_t       db_queries;    /* data layer: statements issued (myr_db_queries) */
+    bool           db_wrote;      /* data layer: a write ran (read-your-writes) */
     myr_req       *next_free;     /* server pool link */
     http_header    header_space[];/* limits.max_headers entries */
 };

@@ -2,6 +2,7 @@
 #include "http/server.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -9,8 +10,11 @@
 
 #include "core/log.h"
 #include "core/net.h"
+#include "data/db.h"
 #include "http/http_conn.h"
 #include "http/request.h"
+#include "obs/obs.h"
+#include "proc/offload.h"
 
 #define ACCEPTS_PER_EVENT 64        /* fairness with established connections */
 #define ACCEPT_PAUSE_MS   100       /* after EMFILE/ENFILE: retry this much later */
@@ -49,11 +53,17 @@ struct myr_req *server_req_get(http_server *s)
             return NULL;
         r->arena = (arena){ 0 };
     }
-    /* reset everything but the arena, whose first block is kept for reuse */
+    /* reset everything but the arena, whose first block is kept for reuse,
+     * and the route params array, which router_find fills before use
+     * (zeroing it is a tenth of a pipelined request's user time) */
     arena keep = r->arena;
-    memset(r, 0, sizeof(*r));
+    size_t params_at = offsetof(myr_req, match) + offsetof(router_match, params);
+    size_t params_end = params_at + sizeof(r->match.params);
+    memset(r, 0, params_at);
+    memset((char *)r + params_end, 0, sizeof(*r) - params_end);
     r->arena = keep;
     r->srv = s;
+    r->start_ns = loop_now(s->loop);   /* observability: duration, access log */
     r->h.headers = r->header_space;
     s->live_reqs++;
     return r;
@@ -89,13 +99,18 @@ static void reject(http_server *s, int fd)
     (void)n;
     close(fd);
     s->rejected++;
+    metrics_conn_rejected(s->metrics, s->nconns + s->upgraded >= s->cfg->max_connections
+                                          ? METRICS_REJECT_LIMIT : METRICS_REJECT_NOMEM);
 }
 
 static void on_accept(loop_io *io, uint32_t events)
 {
     http_server *s = container_of(io, http_server, listen_io);
     for (int i = 0; i < ACCEPTS_PER_EVENT && s->listen_io.fd >= 0; i++) {
-        int fd = accept4(io->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        struct sockaddr_storage peer;   /* for the access log */
+        socklen_t peer_len = sizeof(peer);
+        int fd = accept4(io->fd, (struct sockaddr *)&peer, &peer_len,
+                         SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
             if (errno == EINTR || errno == ECONNABORTED)
                 continue;
@@ -115,7 +130,10 @@ static void on_accept(loop_io *io, uint32_t events)
             continue;
         }
         net_set_nodelay(fd);
-        if (!http_conn_new(s, fd))
+        http_conn *c = http_conn_new(s, fd);
+        if (c)
+            access_log_set_peer(c, (struct sockaddr *)&peer, peer_len);
+        else
             reject(s, fd);
     }
 }
@@ -136,16 +154,37 @@ int http_server_init(http_server *s, loop *l, const config *cfg, struct myr_app 
     s->free_bufs = calloc(SERVER_POOL_BUFS, sizeof(char *));
     if (!s->free_bufs)
         return -ENOMEM;
-    s->listen_io.fd = -1;
-    int rc = loop_io_add(l, &s->listen_io, listen_fd, LOOP_READ, on_accept);
+    int rc = obs_server_init(s);   /* first: metrics handle, access log, admin port */
     if (rc < 0) {
+        free(s->free_bufs);
+        return rc;
+    }
+    if (offload_server_init(s) < 0) {   /* worker threads: pool, lag monitor, watchdog */
+        obs_server_fini(s);
+        free(s->free_bufs);
+        return -ENOMEM;
+    }
+    s->listen_io.fd = -1;
+    rc = loop_io_add(l, &s->listen_io, listen_fd, LOOP_READ, on_accept);
+    if (rc < 0) {
+        offload_server_fini(s);
+        obs_server_fini(s);
+        free(s->free_bufs);
+        return rc;
+    }
+    rc = db_open(s, &s->db);   /* data layer: start-up, may block (migrations) */
+    if (rc < 0) {
+        loop_io_del(l, &s->listen_io);
+        s->listen_io.fd = -1;
+        offload_server_fini(s);
+        obs_server_fini(s);
         free(s->free_bufs);
         return rc;
     }
     return 0;
 }
 
-static void close_listener(http_server *s)
+void http_server_stop_accepting(http_server *s)
 {
     if (s->listen_io.fd < 0)
         return;
@@ -191,7 +230,8 @@ void http_server_drain(http_server *s, void (*on_drained)(http_server *s))
 {
     s->draining = true;
     s->on_drained = on_drained;
-    close_listener(s);
+    http_server_stop_accepting(s);
+    obs_server_drain(s);   /* the admin listener too */
     if (s->on_drain_upgraded)
         s->on_drain_upgraded(s, s->on_drain_upgraded_arg);
     for (http_conn *c = s->conns, *next; c; c = next) {
@@ -205,12 +245,15 @@ void http_server_drain(http_server *s, void (*on_drained)(http_server *s))
 
 void http_server_fini(http_server *s)
 {
-    close_listener(s);
+    http_server_stop_accepting(s);
     while (s->conns)
         http_conn_close(s->conns);
     loop_timer_stop(s->loop, &s->drain_timer);
     /* run the deferred frees of the connections just closed */
     loop_run_once(s->loop, 0);
+    db_close(s->db);   /* completes queries still running (their requests are cancelled) */
+    s->db = NULL;
+    offload_server_fini(s);   /* pending offloads complete, cancelled */
     while (s->free_reqs) {
         myr_req *r = s->free_reqs;
         s->free_reqs = r->next_free;
@@ -221,4 +264,5 @@ void http_server_fini(http_server *s)
         free(s->free_bufs[--s->nfree_bufs]);
     free(s->free_bufs);
     s->free_bufs = NULL;
+    obs_server_fini(s);   /* last: every request is done, the access log is flushed */
 }

@@ -61,11 +61,29 @@ struct http_server {
     uint64_t        accepted;      /* connections accepted, total */
     uint64_t        rejected;      /* connections refused at max_connections */
     uint64_t        requests;      /* requests dispatched, total */
+
+    /* worker threads (src/proc: offload.c creates them with the server) */
+    struct pool    *pool;          /* offload pool; its threads start on the first job */
+    struct lag     *lag;           /* loop-lag monitor */
+    struct watchdog *watchdog;     /* stall watchdog; NULL when --stall-warn is 0 */
+    uint64_t        shed;          /* requests answered 503 by overload shedding */
+    uint64_t        offload_refused; /* myr_offload calls answered 503: queue full */
+
+    struct myr_db  *db;            /* data layer: the worker's database, NULL if unused */
+
+    struct ws_server *ws;          /* WebSocket connections and zlib pools (http/ws.c);
+                                      NULL while no WebSocket is open */
+
+    /* observability (src/obs/obs.h): set by http_server_init, never NULL after */
+    struct metrics_worker *metrics;/* this worker's cells in the metrics registry */
+    struct obs_server *obs;        /* access log, sampler, routes, admin port */
 };
 
 /* Starts serving on listen_fd (the server owns it from here). 0 or -errno. */
 int  http_server_init(http_server *s, loop *l, const config *cfg, struct myr_app *app,
                       int listen_fd);
+/* Closes the listening socket; open connections go on. Idempotent. */
+void http_server_stop_accepting(http_server *s);
 /* Stops accepting, closes idle connections, lets in-flight requests finish
  * (answered with Connection: close) and calls on_drained when the last
  * connection and request are gone, or after cfg->shutdown_timeout. */
@@ -79,6 +97,9 @@ char *server_buf_get(http_server *s);
 void  server_buf_put(http_server *s, char *b);
 struct myr_req *server_req_get(http_server *s);
 void  server_req_put(http_server *s, struct myr_req *r);
+
+/* The worker's thread pool (src/proc/pool.h), for jobs that need no request. */
+static inline struct pool *server_pool(http_server *s) { return s->pool; }
 
 /* An upgraded socket (see http_conn_detach) was closed. */
 void server_upgraded_closed(http_server *s);

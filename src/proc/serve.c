@@ -1,41 +1,61 @@
 /* serve — myr_main: the command line of a myriad service. Parses the
- * configuration, binds the listening socket, and runs the worker(s).
+ * command and the configuration, then hands over to the supervisor
+ * (cluster_run), which binds, forks the workers and keeps them running —
+ * or, with one worker, serves in-process.
  */
-#include <errno.h>
 #include <stdio.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "myriad.h"
 #include "core/config.h"
-#include "core/log.h"
-#include "core/net.h"
+#include "proc/cluster.h"
 #include "proc/worker.h"
+#include "proxy/proxy.h"
 
-static int serve(myr_app *app, const config *cfg)
+/* What `serve` gives the supervisor: the app for the workers, and the
+ * command line to read the configuration again on SIGHUP. */
+typedef struct serve_ctx {
+    myr_app *app;
+    int      argc;
+    char   **argv;
+    int      first;   /* argv index of the first flag */
+} serve_ctx;
+
+static int serve_worker(void *arg, const config *cfg, int listen_fd, cluster_worker *self)
 {
-    if (cfg->workers != 1) {
-        fprintf(stderr, "myriad: --workers: only 1 worker is supported in this build\n");
-        return 2;
-    }
-    const char *step = NULL;
-    int fd = net_listen(cfg->host, cfg->port, cfg->backlog, true, &step);
-    if (fd < 0) {
-        fprintf(stderr, "myriad: cannot listen on %s:%d: %s: %s\n", cfg->host, cfg->port,
-                step, strerror(-fd));
-        return 1;
-    }
-    log_info("listening on http://%s:%d (pid %d)", cfg->host, net_local_port(fd), (int)getpid());
-    return worker_run(app, cfg, fd);
+    serve_ctx *ctx = arg;
+    return worker_run(ctx->app, cfg, listen_fd, self);
 }
+
+static int serve_reload(void *arg, config *out, char *err, size_t errlen)
+{
+    serve_ctx *ctx = arg;
+    switch (config_load(out, ctx->argc, ctx->argv, ctx->first, err, errlen)) {
+    case CONFIG_OK:
+        return 0;
+    case CONFIG_ERROR:
+        return -1;
+    default:   /* --help/--version cannot appear: the same argv started us */
+        snprintf(err, errlen, "unexpected --help or --version");
+        return -1;
+    }
+}
+
+static const cluster_ops serve_ops = {
+    .name = "serve",
+    .worker_main = serve_worker,
+    .reload = serve_reload,
+};
 
 int myr_main(myr_app *app, int argc, char **argv)
 {
     const char *prog = argc > 0 ? argv[0] : "myriad";
     int first = 1;
     if (argc > 1 && argv[1][0] != '-') {
+        if (strcmp(argv[1], "balance") == 0)   /* the load balancer (src/proxy) */
+            return proxy_main(argc, argv, 2);
         if (strcmp(argv[1], "serve") != 0) {
-            fprintf(stderr, "myriad: unknown command '%s' (commands: serve)\n", argv[1]);
+            fprintf(stderr, "myriad: unknown command '%s' (commands: serve, balance)\n", argv[1]);
             return 2;
         }
         first = 2;
@@ -55,5 +75,6 @@ int myr_main(myr_app *app, int argc, char **argv)
     case CONFIG_OK:
         break;
     }
-    return serve(app, &cfg);
+    serve_ctx ctx = { .app = app, .argc = argc, .argv = argv, .first = first };
+    return cluster_run(&cfg, &serve_ops, &ctx);
 }

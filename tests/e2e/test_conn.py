@@ -264,7 +264,8 @@ def test_many_concurrent_connections(server):
 
 
 def test_max_connections(start_server):
-    srv = start_server("--max-connections", "5")
+    # the limit is per worker: one worker makes the sixth connection the one over it
+    srv = start_server("--max-connections", "5", "--workers", "1")
     time.sleep(0.2)   # let the server see the readiness probe's close
     conns = []
     try:
@@ -338,7 +339,7 @@ def test_closed_clients_free_their_slots(start_server, what):
     clients gone, a new client is served at once. (A server that misses the
     EOF arriving together with the data would hold them for the 10 s
     header timeout.)"""
-    srv = start_server("--max-connections", "5")
+    srv = start_server("--max-connections", "5", "--workers", "1")
     time.sleep(0.2)
     data = {"partial_head": b"GET /plaintext HTTP/1.1\r\nHo",
             "partial_body": b"POST /test/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nab",
