@@ -10,6 +10,7 @@
  */
 #include "data/db.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,6 +20,7 @@
 #include "http/app.h"
 #include "http/request.h"
 #include "http/server.h"
+#include "obs/metrics.h"
 
 #define DEFAULT_URL "sqlite:myriad.db"
 #define BUDGET_LOG_INTERVAL_NS 1000000000ull   /* one N+1 warning a second */
@@ -196,6 +198,98 @@ void db_registry_free(db_registry *r)
     free(r);
 }
 
+/* ---- metrics ------------------------------------------------------------------------------ */
+
+/* Label values, in cell order: the backends by dialect, op outcomes, and
+ * the error codes after MYR_DB_OK in myriad.h's order. */
+static const char *const m_backends[] = { "sqlite", "postgres", NULL };
+static const char *const m_results[] = { "ok", "error", NULL };
+static const char *const m_errors[] = { "unavailable", "timeout", "busy", "nomem",
+                                        "query_failed", "budget", NULL };
+static_assert(MYR_DB_BUDGET == 6 && MYR_DB_UNAVAILABLE == 1,
+              "m_errors follows MYR_DB_ERRORS");
+static const uint64_t m_qpr_bounds[] = { 1, 2, 3, 5, 10, 20, 50, 100, 200, 500, 1000 };
+
+static const metrics_spec m_spec_per_request = {
+    .name = "myriad_db_queries_per_request", .type = METRICS_HISTOGRAM,
+    .help = "Statements issued per request that used the database (myr_db_queries).",
+    .bounds = m_qpr_bounds, .nbounds = sizeof(m_qpr_bounds) / sizeof(m_qpr_bounds[0]),
+};
+static const metrics_spec m_spec_queries = {
+    .name = "myriad_db_queries_total", .type = METRICS_COUNTER,
+    .help = "Statements completed, by backend and by the outcome of their operation.",
+    .label = { "backend", "result" }, .values = { m_backends, m_results },
+};
+static const metrics_spec m_spec_errors = {
+    .name = "myriad_db_errors_total", .type = METRICS_COUNTER,
+    .help = "Database operations that failed, by error.",
+    .label = { "error" }, .values = { m_errors },
+};
+static const metrics_spec m_spec_pool_size = {
+    .name = "myriad_db_pool_size", .type = METRICS_GAUGE,
+    .help = "Database pool: PostgreSQL connections, or SQLite pool threads.",
+};
+static const metrics_spec m_spec_pool_in_use = {
+    .name = "myriad_db_pool_in_use", .type = METRICS_GAUGE,
+    .help = "Database pool members busy with statements.",
+};
+
+/* Adds (or finds) the families; a family that cannot be added stays NULL
+ * and is not counted (logged once). */
+static void metrics_open(myr_db *db, metrics_worker *w)
+{
+    metrics_registry *reg = metrics_registry_of(w);
+    if (!reg)
+        return;
+    db->m.w = w;
+    db->m.per_request = metrics_family_add(reg, &m_spec_per_request);
+    db->m.queries = metrics_family_add(reg, &m_spec_queries);
+    db->m.errors = metrics_family_add(reg, &m_spec_errors);
+    db->m.pool_size = metrics_family_add(reg, &m_spec_pool_size);
+    db->m.pool_in_use = metrics_family_add(reg, &m_spec_pool_in_use);
+    if (!db->m.per_request || !db->m.queries || !db->m.errors || !db->m.pool_size ||
+        !db->m.pool_in_use)
+        log_warn("metrics: database families not all registered: %s", strerror(errno));
+}
+
+void db_metrics_pool(myr_db *db, int32_t size_delta, int32_t in_use_delta)
+{
+    db_metrics *m = &db->m;
+    m->size = (uint32_t)((int64_t)m->size + size_delta);
+    m->in_use = (uint32_t)((int64_t)m->in_use + in_use_delta);
+    /* absolute values: right even if the slot's gauges were zeroed meanwhile */
+    if (m->pool_size)
+        metrics_set(m->w, m->pool_size, 0, m->size);
+    if (m->pool_in_use)
+        metrics_set(m->w, m->pool_in_use, 0, m->in_use);
+}
+
+/* A request that issued statements is complete: one observation of its
+ * final count. Observing only at the end keeps every bucket monotonic, as
+ * Prometheus requires of a histogram. */
+void db_request_observe(myr_db *db, uint32_t queries)
+{
+    const metrics_family *f = db->m.per_request;
+    if (!f || !queries)
+        return;
+    metrics_cell *c = &db->m.w->cells[f->offset];
+    metrics_cell_add(&c[metrics_bucket(f->bounds, f->nbounds, queries)], 1);
+    metrics_cell_add(&c[f->nbounds + 1], queries);
+}
+
+/* An op is delivered: its statements by outcome, its error by name. */
+static void metrics_op_done(const db_op *op)
+{
+    const db_metrics *m = &op->db->m;
+    if (m->queries) {
+        unsigned backend = op->db->backend->dialect == MYR_DB_PG;
+        metrics_add(m->w, m->queries, metrics_combo(m->queries, backend, op->err != MYR_DB_OK),
+                    op->ncalls);
+    }
+    if (m->errors && op->err > MYR_DB_OK && op->err <= MYR_DB_BUDGET)
+        metrics_inc(m->w, m->errors, (unsigned)op->err - 1);
+}
+
 /* ---- the worker's handle -------------------------------------------------------------- */
 
 const char *db_url(const config *cfg)
@@ -257,6 +351,7 @@ int db_open(http_server *srv, myr_db **out)
     *db = (myr_db){ .loop = srv->loop, .cfg = srv->cfg, .srv = srv, .backend = be,
                     .reg = reg, .stmts = db->stmts,
                     .nshards = 1 + count_lines(srv->cfg->db_shard) };
+    metrics_open(db, srv->metrics);
     for (size_t i = 0; i < reg->nstmts; i++)
         if (dialects(reg->stmts[i].flags) & be->dialect)
             db->stmts[db->nstmts++] = &reg->stmts[i];
@@ -275,6 +370,7 @@ void db_close(myr_db *db)
     if (!db)
         return;
     db->backend->close(db);
+    db_metrics_pool(db, -(int32_t)db->m.size, -(int32_t)db->m.in_use);
     /* deliver what failed at the end, before the deferred item's memory goes */
     for (int i = 0; i < 16 && db->fail_defer.queued; i++)
         loop_run_once(db->loop, 0);
@@ -426,6 +522,7 @@ void db_op_part_done(db_op *op)
             db_result_free(res[i]);
             res[i] = NULL;
         }
+    metrics_op_done(op);
     /* the callback may answer the request, which frees it: touch nothing of
      * the request after, and only the op's own block */
     if (op->req)

@@ -30,6 +30,8 @@
 #include "core/loop.h"
 
 struct http_server;
+struct metrics_worker;
+struct metrics_family;
 
 /* ---- registry (app level) --------------------------------------------------------- */
 
@@ -133,6 +135,23 @@ typedef struct db_backend {
     void (*submit)(myr_db *db, db_op *op);
 } db_backend;
 
+/* The data layer's families in the metrics registry (db_open adds them;
+ * NULL when the registry is absent or full: then nothing is counted).
+ * Written on the loop thread only, into the worker's own block. */
+typedef struct db_metrics {
+    struct metrics_worker       *w;
+    const struct metrics_family *per_request;  /* myriad_db_queries_per_request */
+    const struct metrics_family *queries;      /* myriad_db_queries_total */
+    const struct metrics_family *errors;       /* myriad_db_errors_total */
+    const struct metrics_family *pool_size;    /* myriad_db_pool_size */
+    const struct metrics_family *pool_in_use;  /* myriad_db_pool_in_use */
+    uint32_t                     size, in_use; /* the pool gauges' values */
+} db_metrics;
+
+/* Backends: the pool has changed size (connections or threads) or use
+ * (those busy with a statement); deltas, applied to both gauges. */
+void db_metrics_pool(myr_db *db, int32_t size_delta, int32_t in_use_delta);
+
 extern const db_backend db_backend_sqlite;
 extern const db_backend db_backend_pg;
 
@@ -151,6 +170,7 @@ struct myr_db {
     uint64_t            budget_logged;/* loop ns of the last budget warning */
     uint64_t            qhist[DB_QHIST_BUCKETS]; /* requests by statements issued */
     uint64_t            ops, calls;   /* submitted, total */
+    db_metrics          m;            /* exported figures (/metrics) */
 };
 
 /* The database URL in effect: --db, else $DATABASE_URL, else the default. */
@@ -171,5 +191,9 @@ uint32_t db_shard_of(const myr_db_param *key, uint32_t nshards);
  * range or SQL NULL (*null says which). */
 const char *db_pg_cell(const void *pgres, size_t row, size_t col, size_t *len, bool *null);
 void        db_pg_result_clear(void *pgres);
+
+/* Called when a request completes (obs_request_done): records its final
+ * statement count in the queries-per-request histogram. */
+void db_request_observe(myr_db *db, uint32_t queries);
 
 #endif

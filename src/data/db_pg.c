@@ -67,6 +67,8 @@ static pg_wait *wait_push(pg_conn *c, uint8_t kind)
         c->cap = cap;
     }
     pg_wait *w = &c->waits[(c->head + c->count++) % c->cap];
+    if (c->count == 1)
+        db_metrics_pool(c->node->cl->db, 0, 1);   /* in use while a reply is owed */
     *w = (pg_wait){ .kind = kind,
                     .deadline = loop_now(conn_loop(c)) + conn_cfg(c)->db_timeout * 1000000ull };
     if (!loop_timer_active(&c->timer))
@@ -79,7 +81,8 @@ static pg_wait *wait_head(pg_conn *c) { return c->count ? &c->waits[c->head] : N
 static void wait_pop(pg_conn *c)
 {
     c->head = (c->head + 1) % c->cap;
-    c->count--;
+    if (--c->count == 0)
+        db_metrics_pool(c->node->cl->db, 0, -1);
 }
 
 /* ---- sending -------------------------------------------------------------------------- */

@@ -507,6 +507,7 @@ static int pg_open(myr_db *db, const char *url)
     }
     for (uint32_t i = 0; i < cl->nnodes; i++) {
         pg_node *n = cl->nodes[i];
+        db_metrics_pool(db, (int32_t)n->nconns, 0);   /* every server's connections */
         for (uint32_t k = 0; k < n->nconns; k++)
             pg_conn_start(&n->conns[k]);
         if (n->replica)

@@ -56,6 +56,7 @@ typedef struct lite {
      * order (no other lock is held with it). */
     pthread_mutex_t write_lock;
     _Atomic uint64_t err_logged;   /* CLOCK_MONOTONIC ns of the last error line */
+    uint32_t        njobs;         /* loop thread: jobs submitted, not yet done */
 } lite;
 
 /* One pool thread's connection (pool_thread_ctx). */
@@ -312,11 +313,23 @@ static void job_work(pool_job *job)
         op->err = !c || !c->stmts ? MYR_DB_UNAVAILABLE : run_op(j->l, c, op);
 }
 
+/* Loop thread: njobs moved by delta; the pool's in-use gauge counts the
+ * threads those jobs occupy (a job beyond --db-pool waits for one). */
+static void jobs_changed(lite *l, int32_t delta)
+{
+    uint32_t threads = l->db->cfg->db_pool;
+    uint32_t before = l->njobs < threads ? l->njobs : threads;
+    l->njobs = (uint32_t)((int64_t)l->njobs + delta);
+    uint32_t after = l->njobs < threads ? l->njobs : threads;
+    db_metrics_pool(l->db, 0, (int32_t)after - (int32_t)before);
+}
+
 /* Loop thread: delivers the job's ops in order. */
 static void job_done(pool_job *job, int status)
 {
     lite_job *j = container_of(job, lite_job, job);
     db_op *op = j->ops;
+    jobs_changed(j->l, -1);
     free(j);
     while (op) {
         db_op *next = op->next;
@@ -369,6 +382,8 @@ static void flush_queued(loop_deferred *d)
         if (rc) {
             free(j);
             fail_all(first, rc == -EAGAIN ? MYR_DB_BUSY : MYR_DB_UNAVAILABLE);
+        } else {
+            jobs_changed(l, 1);
         }
     }
 }
@@ -508,6 +523,7 @@ static int lite_open(myr_db *db, const char *url)
         lite_close(db);
         return rc;
     }
+    db_metrics_pool(db, (int32_t)db->cfg->db_pool, 0);
     return 0;
 }
 

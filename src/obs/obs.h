@@ -39,6 +39,7 @@
 #include "http/http_conn.h"
 #include "http/request.h"
 #include "http/server.h"
+#include "data/db.h"
 #include "obs/access_log.h"
 #include "obs/metrics.h"
 
@@ -89,6 +90,8 @@ static inline void obs_request_done(myr_req *r)
 {
     http_server *s = r->srv;
     metrics_http_request(s->metrics, r->h.method_id, r->status, loop_now(s->loop) - r->start_ns);
+    if (r->db_queries && s->db)
+        db_request_observe(s->db, r->db_queries);
     if (s->obs && s->obs->log)
         access_log_request(s->obs->log, r);
 }
