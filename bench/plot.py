@@ -29,7 +29,7 @@ import subprocess
 import sys
 import tempfile
 
-SIZE = "900,480"
+SIZE = "960,480"
 FONT = "sans,11"
 # One colour per server, the same in every chart.
 COLOURS = {"myriad": "#d62728", "ceiling": "#7f7f7f", "nginx": "#2ca02c",
@@ -119,7 +119,7 @@ def lines(png, title, ylabel, series, workdir, logscale=False, target=None):
         "set xlabel 'idle connections held (thousands)'",
         "set xrange [0:*]",
         "set logscale y" if logscale else "set yrange [0:*]",
-        "set key top left",
+        "set key outside right top",
         "plot " + ", ".join(plots), ""])
     gnuplot(script, workdir)
     return True

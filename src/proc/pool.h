@@ -19,7 +19,7 @@
  * Threads start lazily, all together, on the first submit: most workers of
  * most services never offload, and a worker per core times four idle
  * threads is memory and scheduler noise for nothing; the first job pays the
- * thread creation (~100 µs for four). They run at a lower CPU priority than
+ * thread creation (90–200 µs for four, measured). They run at a lower CPU priority than
  * the loop (nice, per thread) so that on a machine with as many workers as
  * cores the loop thread — which every request needs — wins the CPU over
  * hashing; see docs/BENCHMARKS.md for the measurement. Pool threads block
