@@ -220,6 +220,30 @@ http_conn *http_conn_new(http_server *s, int fd)
     return c;
 }
 
+/* Takes c out of the loop and the server's set and gives back its buffers;
+ * the socket itself is the caller's to close or hand over. The memory is
+ * freed from a deferred callback (an event for c may still be queued). */
+static void conn_retire(http_conn *c)
+{
+    http_server *s = c->srv;
+    loop_io_del(s->loop, &c->io);   /* sets io.fd to -1 */
+    loop_timer_stop(s->loop, &c->timer);
+    if (c->in.data)
+        conn_release_in(c);
+    if (c->out.data)
+        conn_release_out(c);
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        s->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    s->nconns--;
+    metrics_conn_closed(s->metrics);
+    c->state = CONN_CLOSED;
+    loop_defer(s->loop, &c->defer, on_deferred);
+}
+
 void http_conn_close(http_conn *c)
 {
     if (c->state == CONN_CLOSED)
@@ -238,23 +262,8 @@ void http_conn_close(http_conn *c)
         }
     }
     int fd = c->io.fd;
-    loop_io_del(s->loop, &c->io);   /* sets io.fd to -1 */
+    conn_retire(c);
     close(fd);
-    loop_timer_stop(s->loop, &c->timer);
-    if (c->in.data)
-        conn_release_in(c);
-    if (c->out.data)
-        conn_release_out(c);
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        s->conns = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
-    s->nconns--;
-    metrics_conn_closed(s->metrics);
-    c->state = CONN_CLOSED;
-    loop_defer(s->loop, &c->defer, on_deferred);   /* freed there */
     server_check_drained(s);
 }
 
@@ -667,22 +676,7 @@ int http_conn_detach(http_conn *c, http_detached *d)
     d->fd = c->io.fd;
     d->in = rest;
     d->out = out;
-    loop_io_del(s->loop, &c->io);
-    loop_timer_stop(s->loop, &c->timer);
-    if (c->in.data)
-        conn_release_in(c);
-    if (c->out.data)
-        conn_release_out(c);
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        s->conns = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
-    s->nconns--;
-    metrics_conn_closed(s->metrics);   /* from here on a WebSocket's */
+    conn_retire(c);   /* the fd stays open: it is the receiver's now */
     s->upgraded++;
-    c->state = CONN_CLOSED;
-    loop_defer(s->loop, &c->defer, on_deferred);   /* freed there; fd stays open */
     return 0;
 }
