@@ -12,9 +12,13 @@
 
 #include "routes_db.h"
 
+#include "routes_cache.h"
+
 #include "routes_cluster.h"
 
 #include "routes_ws.h"
+
+#include "routes_chat.h"
 
 /* ---- TechEmpower --------------------------------------------------------- */
 
@@ -149,6 +153,7 @@ int main(int argc, char **argv)
     myr_get(app, "/healthz", healthz);
     const char *t = getenv("MYRIAD_TEST_ROUTES");
     tfb_db_routes(app, t && strcmp(t, "1") == 0);   /* /db /queries /fortunes /updates */
+    cache_routes(app, t && strcmp(t, "1") == 0);    /* /cached-queries /world/:id (app/cache_routes.c) */
     if (t && strcmp(t, "1") == 0) {
         myr_get(app, "/test/delay", test_delay);
         myr_post(app, "/test/echo", test_echo);
@@ -159,6 +164,7 @@ int main(int argc, char **argv)
     hash_routes(app, t && strcmp(t, "1") == 0);   /* POST /hash, /verify (app/hash.c) */
     cluster_test_routes(app, t && strcmp(t, "1") == 0);   /* /test/pid, /test/grow */
     ws_echo_routes(app);   /* GET /ws/echo (app/ws_echo.c) */
+    chat_routes(app);      /* GET /ws/chat, GET /rooms, POST /rooms/:room/messages (app/chat.c) */
     int rc = myr_main(app, argc, argv);
     myr_app_free(app);
     return rc;

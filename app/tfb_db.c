@@ -8,7 +8,8 @@
  *   GET /updates?queries=N   N rows read one SELECT each, new random numbers,
  *                        written back by one bulk UPDATE (ids sorted), returned
  *
- * Nothing is cached: every request reaches the database. A database error
+ * Nothing is cached: every request reaches the database (/updates drops
+ * the cached copies of the rows it changes: app/cache_routes.c). A database error
  * answers 503 (500 for a failed statement) with {"error":"..."}.
  *
  * The schema and its seed are migrations (applied once per database, before
@@ -22,6 +23,7 @@
 #include <unistd.h>
 
 #include "routes_db.h"
+#include "routes_cache.h"
 
 #define MAX_QUERIES 500
 #define WORLD_ROWS  10000
@@ -322,6 +324,8 @@ static void updates_written(myr_req *req, void *arg, myr_db_error err, myr_db_re
         respond_error(req, err);
         return;
     }
+    for (int i = 0; i < st->n; i++)   /* the cached copies (/cached-queries, /world/:id) */
+        cached_world_forget(req, st->rows[i].id);
     myr_json w;
     myr_json_init(&w);
     myr_json_arr_begin(&w);

@@ -17,9 +17,21 @@
  * same way: a bad answer counts as an error and the connection is closed; a
  * connection the server closes counts as dropped.
  *
+ * With -w PATH each connection is a WebSocket instead (bench/c1m --ws,
+ * bench/ws): it sends the upgrade request for PATH (version 13, a fixed
+ * valid key, no extensions, so no compression state on either side), must
+ * get "HTTP/1.1 101", skips the rest of the response head and then idles.
+ * While held it answers the server's keep-alive pings with masked pongs
+ * (a server that pings idle peers would otherwise close them), ignores data
+ * frames and answers a close frame, which counts as dropped. Frames are
+ * parsed per read: a control frame split across two reads (never seen on
+ * loopback: they are a few bytes) is not answered. -w excludes -i.
+ *
  * Protocol with the caller, on stdout:
- *   READY held=H errors=E rss_kb=K   every connection is held, failed or
- *                            timed out; K = our own memory (all processes)
+ *   READY held=H errors=E dropped=D rss_kb=K   every connection is held,
+ *                            failed or timed out (D: held, then closed by the
+ *                            server while the others opened); K = our own
+ *                            memory (all processes)
  *   (the caller measures the server now, then closes our stdin or sends a
  *    line; with -s SECONDS we hold that long instead)
  *   DONE held=H dropped=D errors=E requests=R   D = held ones the server
@@ -29,6 +41,7 @@
  *
  * Build: cc -O2 -Wall -Wextra -Werror -o holder bench/holder.c
  * Run:   holder -p 8080 -n 19000
+ *        holder -p 8080 -n 19000 -w /ws/echo -s 60
  *        holder -p 8080 -n 100000 -b 127.1.0.1 -i 10 -s 60
  */
 #define _GNU_SOURCE
@@ -63,6 +76,14 @@ enum {
 
 static const char REQUEST[] = "GET /plaintext HTTP/1.1\r\nHost: x\r\n\r\n";
 static const char STATUS_OK[] = "HTTP/1.1 200";
+static const char STATUS_101[] = "HTTP/1.1 101";
+static const char HEAD_END[] = "\r\n\r\n";
+/* RFC 6455's sample key: any 16 bytes in base64 will do; the server's
+ * Sec-WebSocket-Accept is not checked (the status line is). */
+static const char WS_REQUEST_FMT[] =
+    "GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+    "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+    "Sec-WebSocket-Version: 13\r\n\r\n";
 
 struct options {
     struct in_addr dst;     /* server address */
@@ -76,15 +97,20 @@ struct options {
     int hold_s;             /* hold this long instead of waiting on stdin, -s */
     struct in_addr src;     /* first source address, -b (default 127.0.0.2) */
     int interval_s;         /* one request per held connection per interval, -i */
+    const char *ws_path;    /* -w: WebSocket upgrade to this path; NULL = HTTP */
+    const char *request;    /* what each connection sends first */
+    size_t request_len;
 };
 
 /* A connection's life; fd-indexed so an event finds it without a lookup. */
 enum conn_state { C_FREE, C_CONNECTING, C_WAITING, C_HELD,
                   C_ASKED /* held, an -i request sent, answer not checked yet */ };
 
+/* Two bytes per connection (a million take 2 MB of the holder's memory). */
 struct conn {
     uint8_t state;          /* enum conn_state */
-    uint8_t got;            /* bytes of the status line compared so far */
+    uint8_t got;            /* bytes of the status line compared so far; with
+                               -w, then of "\r\n\r\n" (+ STATUS_LEN) */
 };
 
 /* What a child tells its parent, twice: after opening and at the end. */
@@ -176,8 +202,8 @@ static void on_connected(struct child *c, int fd)
     socklen_t len = sizeof(err);
     getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len);
     if (err == 0) {
-        ssize_t n = send(fd, REQUEST, sizeof(REQUEST) - 1, MSG_NOSIGNAL);
-        if (n != (ssize_t)sizeof(REQUEST) - 1)
+        ssize_t n = send(fd, c->o->request, c->o->request_len, MSG_NOSIGNAL);
+        if (n != (ssize_t)c->o->request_len)
             err = n < 0 ? errno : EMSGSIZE;
     }
     if (err) {
@@ -189,6 +215,103 @@ static void on_connected(struct child *c, int fd)
     struct epoll_event ev = { .events = EPOLLIN | EPOLLRDHUP, .data.fd = fd };
     epoll_ctl(c->epfd, EPOLL_CTL_MOD, fd, &ev);
     c->conns[fd].state = C_WAITING;
+}
+
+/* Sends a small control frame, masked with a zero key (any key is valid:
+ * masking only has to be present). Fails quietly: a lost pong shows up as
+ * a connection the server drops. */
+static void ws_send_control(int fd, unsigned opcode, const uint8_t *payload, size_t len)
+{
+    uint8_t f[2 + 4 + 125] = { (uint8_t)(0x80 | opcode), (uint8_t)(0x80 | len) };
+    memcpy(f + 6, payload, len);
+    (void)send(fd, f, 6 + len, MSG_NOSIGNAL | MSG_DONTWAIT);
+}
+
+/*
+ * -w, held: the frames of one read. Pings get pongs, a close gets a close
+ * and ends the connection (dropped), data frames are skipped. A frame that
+ * continues past this read ends the parse (see the top of the file).
+ */
+static void ws_frames(struct child *c, int fd, const uint8_t *p, size_t n)
+{
+    size_t i = 0;
+    while (n - i >= 2) {
+        unsigned op = p[i] & 0x0fu;
+        uint64_t len = p[i + 1] & 0x7fu;
+        size_t hl = 2;
+        if (len == 126) {
+            if (n - i < 4)
+                return;
+            len = (uint64_t)p[i + 2] << 8 | p[i + 3];
+            hl = 4;
+        } else if (len == 127) {
+            if (n - i < 10)
+                return;
+            len = 0;
+            for (int k = 0; k < 8; k++)
+                len = len << 8 | p[i + 2 + k];
+            hl = 10;
+        }
+        if (p[i + 1] & 0x80u)
+            hl += 4; /* a masked server frame is a protocol error; skip it */
+        if (n - i < hl || n - i - hl < len)
+            return;
+        const uint8_t *payload = p + i + hl;
+        if (op == 0x9 && len <= 125) {
+            ws_send_control(fd, 0xA, payload, (size_t)len);
+        } else if (op == 0x8) {
+            ws_send_control(fd, 0x8, payload, len >= 2 ? 2 : 0); /* echo the code */
+            if (c->reported_errors++ < ERROR_REPORTS)
+                fprintf(stderr, "holder: the server closed a WebSocket with code %u\n",
+                        len >= 2 ? (unsigned)payload[0] << 8 | payload[1] : 1005u);
+            c->r.held--;
+            c->r.dropped++;
+            conn_drop(c, fd);
+            return;
+        }
+        i += hl + (size_t)len;
+    }
+}
+
+/*
+ * -w: "HTTP/1.1 101" then the end of the head ("\r\n\r\n", matched across
+ * reads in cn->got); what follows the head, and everything once held, is
+ * frames.
+ */
+static void ws_readable(struct child *c, int fd, const uint8_t *buf, size_t n)
+{
+    struct conn *cn = &c->conns[fd];
+    if (cn->state == C_HELD) {
+        ws_frames(c, fd, buf, n);
+        return;
+    }
+    size_t i = 0;
+    if (cn->got < STATUS_LEN) {
+        size_t want = (size_t)STATUS_LEN - cn->got;
+        size_t take = n < want ? n : want;
+        if (memcmp(buf, STATUS_101 + cn->got, take) != 0) {
+            c->pending--;
+            child_error(c, "response is not HTTP/1.1 101", EPROTO);
+            conn_drop(c, fd);
+            return;
+        }
+        cn->got += (uint8_t)take;
+        i = take;
+    }
+    for (; i < n && cn->got < STATUS_LEN + 4; i++) {
+        unsigned m = cn->got - STATUS_LEN;
+        if (buf[i] == (uint8_t)HEAD_END[m])
+            cn->got++;
+        else
+            cn->got = STATUS_LEN + (buf[i] == '\r');
+    }
+    if (cn->got == STATUS_LEN + 4) {
+        c->pending--;
+        c->r.held++;
+        cn->state = C_HELD;
+        if (i < n)
+            ws_frames(c, fd, buf + i, n - i);
+    }
 }
 
 /*
@@ -205,6 +328,9 @@ static void on_readable(struct child *c, int fd)
         return;
     if (n <= 0) {
         if (cn->state == C_HELD || cn->state == C_ASKED) {
+            if (c->reported_errors++ < ERROR_REPORTS)
+                fprintf(stderr, "holder: the server closed a held connection (%s)\n",
+                        n < 0 ? strerror(errno) : "EOF");
             c->r.held--;
             c->r.dropped++;
         } else {
@@ -212,6 +338,10 @@ static void on_readable(struct child *c, int fd)
             child_error(c, "closed before answering", n < 0 ? errno : ECONNRESET);
         }
         conn_drop(c, fd);
+        return;
+    }
+    if (c->o->ws_path) {
+        ws_readable(c, fd, (const uint8_t *)buf, (size_t)n);
         return;
     }
     if (cn->state != C_WAITING && cn->state != C_ASKED)
@@ -424,7 +554,7 @@ static void usage(void)
     fprintf(stderr,
             "usage: holder -p PORT [-h IPV4] [-n N] [-m PER_CHILD] [-a PER_ADDR]\n"
             "              [-c INFLIGHT] [-t OPEN_TIMEOUT_S] [-T MAX_HOLD_S] [-s HOLD_S]\n"
-            "              [-b FIRST_SOURCE_IPV4] [-i REQUEST_INTERVAL_S]\n");
+            "              [-b FIRST_SOURCE_IPV4] [-i REQUEST_INTERVAL_S | -w WS_PATH]\n");
     exit(2);
 }
 
@@ -435,7 +565,7 @@ static void parse_options(int argc, char **argv, struct options *o)
     const char *host = "127.0.0.1";
     const char *src = "127.0.0.2";
     int opt;
-    while ((opt = getopt(argc, argv, "h:p:n:m:a:c:t:T:s:b:i:")) != -1) {
+    while ((opt = getopt(argc, argv, "h:p:n:m:a:c:t:T:s:b:i:w:")) != -1) {
         switch (opt) {
         case 'h': host = optarg; break;
         case 'p': o->port = (uint16_t)atoi(optarg); break;
@@ -448,14 +578,31 @@ static void parse_options(int argc, char **argv, struct options *o)
         case 's': o->hold_s = atoi(optarg); break;
         case 'b': src = optarg; break;
         case 'i': o->interval_s = atoi(optarg); break;
+        case 'w': o->ws_path = optarg; break;
         default: usage();
         }
     }
     if (inet_pton(AF_INET, host, &o->dst) != 1 || o->port == 0 || o->total < 1 ||
         inet_pton(AF_INET, src, &o->src) != 1 || o->interval_s < 0 ||
         o->per_child < 1 || o->per_addr < 1 || o->inflight < 1 ||
-        o->open_timeout_s < 1 || o->max_hold_s < 1)
+        o->open_timeout_s < 1 || o->max_hold_s < 1 ||
+        (o->ws_path && (o->interval_s > 0 || o->ws_path[0] != '/' ||
+                        strpbrk(o->ws_path, " \r\n"))))
         usage();
+    if (o->ws_path) {
+        int len = snprintf(NULL, 0, WS_REQUEST_FMT, o->ws_path);
+        char *req = malloc((size_t)len + 1);   /* lives as long as the process */
+        if (!req) {
+            perror("holder");
+            exit(1);
+        }
+        snprintf(req, (size_t)len + 1, WS_REQUEST_FMT, o->ws_path);
+        o->request = req;
+        o->request_len = (size_t)len;
+    } else {
+        o->request = REQUEST;
+        o->request_len = sizeof(REQUEST) - 1;
+    }
     uint32_t first = ntohl(o->src.s_addr);
     uint64_t naddr = (uint64_t)(o->total + o->per_addr - 1) / (uint64_t)o->per_addr;
     if ((first >> 24) != 127u || (first & 0xffffffu) == 0 ||
@@ -510,7 +657,8 @@ int main(int argc, char **argv)
     long mem = rss_kb(getpid());
     for (int i = 0; i < nchild; i++)
         mem += rss_kb(pids[i]);
-    printf("READY held=%ld errors=%ld rss_kb=%ld\n", opened.held, opened.errors, mem);
+    printf("READY held=%ld errors=%ld dropped=%ld rss_kb=%ld\n", opened.held, opened.errors,
+           opened.dropped, mem);
     fflush(stdout);
     wait_release(&o);
     for (int i = 0; i < nchild; i++)

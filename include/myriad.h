@@ -385,6 +385,10 @@ typedef struct myr_ws_callbacks {
     uint64_t        max_message;  /* bytes; 0: --ws-max-message */
     uint64_t        max_queue;    /* unsent bytes before `overflow`; 0: --ws-max-queue */
     myr_ws_overflow overflow;
+    /* Optional, before the handshake is accepted (the request's query,
+     * headers and params are readable): 0 accepts; an HTTP status 400-599
+     * refuses with that status (any other value: 500). */
+    int (*on_upgrade)(myr_req *req);
 } myr_ws_callbacks;
 
 /* Adds a WebSocket route (GET; pattern as for myr_route). cb is copied.
@@ -408,6 +412,177 @@ void   myr_ws_set_data(myr_ws *ws, void *data);   /* per-connection pointer */
 void  *myr_ws_data(const myr_ws *ws);
 void  *myr_ws_route_arg(const myr_ws *ws);        /* the callbacks' arg */
 size_t myr_ws_queued(const myr_ws *ws);           /* bytes not yet written */
+
+/* ---- cache (src/cache) -----------------------------------------------------
+ *
+ * Cache-aside in front of a slow source (usually the database), with two
+ * tiers:
+ *
+ *   L1  the machine's shared memory (--cache-size, 64 MiB by default): what
+ *       one worker process stores, every worker reads; microseconds.
+ *   L2  Redis (--redis), shared by every machine. Skipped while Redis is
+ *       down (the client's circuit breaker is open): requests then go to
+ *       the source and still succeed.
+ *
+ * myr_cached(req, key, ...) looks in L1, then in L2, then calls the
+ * source's fill; a value filled is stored in both tiers, then handed to
+ * done. On top of that:
+ *
+ *   - single flight: concurrent misses on one key in a worker share one
+ *     fill; across the workers of a machine, an L1 fill lease lets one
+ *     worker fill while the others wait (--cache-lease bounds the wait if
+ *     the filler dies);
+ *   - stale-while-revalidate: a value past its ttl but within stale_ms is
+ *     answered at once and refreshed by one fill in the background;
+ *   - negative caching: a fill that answers MYR_CACHE_ABSENT is remembered
+ *     in L1 for --cache-negative-ttl, so absent keys do not reach the
+ *     source every time;
+ *   - invalidation: myr_cache_del removes a key from L1 and L2, and with
+ *     Redis every machine's L1 drops a key changed in Redis by anyone
+ *     (Redis key tracking of the keys under --cache-prefix).
+ *
+ * Keys are byte strings of 1..250 bytes; in Redis they are stored under
+ * --cache-prefix + key, values as they are (bytes). Values are at most
+ * 1 MiB in L1 (larger ones skip L1).
+ */
+#define MYR_CACHE_STATUSES(X)                                                  \
+    X(MYR_CACHE_OK, "ok")                   /* a value (cached or filled) */     \
+    X(MYR_CACHE_ABSENT, "absent")           /* the source has no such value */  \
+    X(MYR_CACHE_FAILED, "fill failed")      /* the fill reported an error */    \
+    X(MYR_CACHE_NOMEM, "out of memory")                                        \
+    X(MYR_CACHE_CANCELLED, "request cancelled") /* the client went away first */
+
+typedef enum myr_cache_status {
+#define MYR_CACHE_ENUM_(code, msg) code,
+    MYR_CACHE_STATUSES(MYR_CACHE_ENUM_)
+#undef MYR_CACHE_ENUM_
+} myr_cache_status;
+
+const char *myr_cache_strerror(myr_cache_status st);
+
+/* One fill in progress: answer it with myr_cache_fill_done. */
+typedef struct myr_cache_fill myr_cache_fill;
+
+/* Where values come from. Copied by myr_cached: it may live on the stack,
+ * but `arg` must outlive every fill it starts — a fill may run for no
+ * request at all (a background refresh) or outlive the request that
+ * caused it (its client went away): static data, or the app's. */
+typedef struct myr_cache_source {
+    /* Produces key's value (key is NUL-terminated after klen bytes) and
+     * reports it with myr_cache_fill_done, exactly once, now or later, on
+     * the loop thread. It has no request: use myr_db_submit with
+     * myr_cache_fill_db(f). */
+    void   (*fill)(myr_cache_fill *f, const char *key, size_t klen, void *arg);
+    void    *arg;
+    uint64_t ttl_ms;     /* fresh this long; 0 means --cache-ttl */
+    uint64_t stale_ms;   /* then served stale this long while one refresh runs */
+} myr_cache_source;
+
+/* status MYR_CACHE_OK: value holds len bytes (maybe 0), valid until the
+ * request completes (it is in the request's arena). Otherwise value is
+ * NULL. A request whose client went away gets MYR_CACHE_CANCELLED (or an
+ * answer that is dropped): answer anyway. */
+typedef void (*myr_cache_done)(myr_req *req, void *arg, myr_cache_status st,
+                               const void *value, size_t len);
+
+/* Gets key's value for req through the tiers above. Returns 0: done runs
+ * exactly once, on the loop thread, never inside this call. Or -EINVAL
+ * (bad key, NULL fill or done) or -ENOMEM: done never runs and the request
+ * is still the caller's to answer. A request may have several lookups
+ * pending at once; answer it only after every done has run. */
+int myr_cached(myr_req *req, const void *key, size_t klen, const myr_cache_source *src,
+               myr_cache_done done, void *arg);
+
+/* The fill's answer: MYR_CACHE_OK with the value (copied), MYR_CACHE_ABSENT
+ * (cached as such for --cache-negative-ttl) or MYR_CACHE_FAILED (not
+ * cached; the waiting requests get MYR_CACHE_FAILED). f is invalid after. */
+void myr_cache_fill_done(myr_cache_fill *f, myr_cache_status st, const void *value, size_t len);
+
+/* The worker's database handle, for myr_db_submit in a fill (NULL when the
+ * app registered no statements). */
+myr_db *myr_cache_fill_db(const myr_cache_fill *f);
+
+/* Removes key from L1 and L2 (a delete Redis cannot take now is kept,
+ * up to 4096 per worker, and sent when it answers again); other machines'
+ * L1 drop it when Redis reports the change. Call after the source
+ * changed. 0, -EINVAL or -ENOMEM. */
+int myr_cache_del(myr_req *req, const void *key, size_t klen);
+
+/* --cache-ttl in milliseconds (for Cache-Control: max-age). */
+uint64_t myr_cache_ttl(const myr_req *req);
+
+/* ---- pub/sub: topics across workers and machines (src/rt) ----------------
+ *
+ * A WebSocket connection subscribes to topics; anyone publishes to a topic;
+ * every connection subscribed to it at that moment gets the message, as one
+ * text or binary WebSocket message, wherever it is connected:
+ *
+ *   - on this worker: queued at once, one shared frame for all subscribers
+ *     (encoded once, never copied per subscriber);
+ *   - on the other workers of this machine: through the local bus, a ring
+ *     in shared memory made before the workers are forked;
+ *   - on other machines (other myriad instances sharing a Redis: --redis):
+ *     through Redis PUBLISH on channel --pubsub-channel-prefix + topic.
+ *
+ * Guarantees: each subscriber gets each message at most once, and exactly
+ * once while nothing below interferes; the messages of one publisher (one
+ * worker process) arrive in the order they were published (nothing is
+ * promised between publishers). Losses are counted in /metrics: a
+ * subscriber's overflow policy (myriad_pubsub_dropped_total), a worker
+ * lapped by the bus ring (--pubsub-bus-size; myriad_pubsub_bus_lost_total),
+ * Redis down or reconnecting (myriad_pubsub_redis_publish_failures_total,
+ * myriad_pubsub_redis_resubscribes_total). While Redis is down, delivery on
+ * this machine goes on.
+ *
+ * Backpressure: each subscription has its own overflow policy, applied when
+ * a message of that subscription would take the connection's send queue
+ * past the route's max_queue: MYR_WS_DISCONNECT closes the subscriber with
+ * 1008, MYR_WS_DROP_OLDEST drops its oldest queued messages, MYR_WS_COALESCE
+ * keeps only the newest.
+ *
+ * Subscriptions end with myr_ws_unsubscribe or when the connection closes
+ * (before on_close runs). Loop thread only, like everything here.
+ */
+typedef struct myr_pubsub myr_pubsub;   /* the worker's pub/sub state */
+
+#define MYR_TOPIC_MAX 100   /* bytes of a topic name (any bytes, not empty) */
+#define MYR_ID_MAX    48    /* bytes of a myr_unique_id, NUL included */
+
+/* The worker's pub/sub handle, made on first use, valid while the worker
+ * serves (keep it in timers and callbacks freely). NULL when out of
+ * memory (myr_publish then fails with -ENOMEM). */
+myr_pubsub *myr_ws_pubsub(myr_ws *ws);
+myr_pubsub *myr_req_pubsub(myr_req *req);
+
+/* Subscribes ws to topic (len bytes) with its overflow policy; subscribing
+ * again to the same topic just changes the policy. 0, -EINVAL (empty or
+ * over MYR_TOPIC_MAX, unknown policy), -EPIPE (the connection is closing),
+ * -ENOMEM. */
+int myr_ws_subscribe(myr_ws *ws, const char *topic, size_t len, myr_ws_overflow policy);
+/* 0, or -ENOENT when ws was not subscribed to topic. */
+int myr_ws_unsubscribe(myr_ws *ws, const char *topic, size_t len);
+
+/* Publishes data (copied) to topic: text (valid UTF-8, unchecked) or
+ * binary. Returns 0 once delivered on this worker and handed to the bus
+ * and Redis; -EINVAL (topic), -EMSGSIZE (topic + data over 1/8 of
+ * --pubsub-bus-size), -ENOMEM. */
+int myr_publish(myr_pubsub *ps, const char *topic, size_t topic_len, const void *data,
+                size_t len, bool binary);
+
+/* Topics with subscribers on this machine and how many (summed over its
+ * workers, read from shared memory), sorted by name. *out lives in req's
+ * arena. 0, or -ENOMEM. */
+typedef struct myr_topic_count {
+    myr_str  topic;
+    uint64_t subscribers;
+} myr_topic_count;
+int myr_topics(myr_req *req, const myr_topic_count **out, size_t *n);
+
+/* Writes a name no other call returns on any worker or machine of the
+ * service, "INSTANCE-SLOT-N" (16 hex digits of this machine's instance id,
+ * the worker slot, a counter that survives worker restarts), NUL-terminated.
+ * Returns its length. */
+size_t myr_unique_id(myr_pubsub *ps, char out[MYR_ID_MAX]);
 
 #ifdef __cplusplus
 }

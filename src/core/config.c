@@ -98,12 +98,34 @@ static const option options[] = {
       "statements per request before logging an N+1 warning (0 = off)" },
     { "db-budget-strict", OPT_BOOL, F(db_budget_strict), 0, 0, "false",
       "fail statements beyond the budget (500) instead of logging" },
+    /* Redis client (src/data/redis.c) */
+    { "redis", OPT_STRING, F(redis), 0, 0, "",
+      "Redis URL: redis://[[user]:password@]host[:port][/db] or unix:///path[?db=N] "
+      "(default $REDIS_URL; none: no Redis)" },
+    { "redis-timeout", OPT_DURATION, F(redis_timeout), 1, 3600000, "250ms",
+      "longest a Redis command may wait for its reply (then it fails, timeout)" },
+    /* cache: shared-memory L1 + Redis L2, cache-aside (src/cache) */
+    { "cache-size", OPT_SIZE, F(cache_size), 0, (uint64_t)1 << 40, "64m",
+      "shared-memory cache of all workers (L1), bytes; 0 = no L1" },
+    { "cache-stripes", OPT_U32, F(cache_stripes), 1, 4096, "64",
+      "L1 lock stripes (a power of two): workers contend only within one" },
+    { "cache-ttl", OPT_DURATION, F(cache_ttl), 1, 86400000ULL * 365, "1h",
+      "time to live of a cached value when the caller gives none" },
+    { "cache-negative-ttl", OPT_DURATION, F(cache_negative_ttl), 0, 86400000, "5s",
+      "how long an \"absent\" answer is cached (0 = not cached)" },
+    { "cache-lease", OPT_DURATION, F(cache_lease), 1, 3600000, "2s",
+      "a worker filling a missing key holds it this long; the others wait, then fill" },
+    { "cache-prefix", OPT_STRING, F(cache_prefix), 0, 0, "c:",
+      "prefix of the cache's keys in Redis (tracked for invalidation)" },
     /* worker threads: pool, loop lag, watchdog, overload (src/proc/offload.c) */
     { "threads", OPT_U32, F(threads), 1, 1024, "4", "thread-pool threads per worker" },
     { "offload-queue", OPT_U32, F(offload_queue), 1, 10000000, "1024",
       "jobs waiting for the thread pool per worker (503 beyond)" },
     { "pool-nice", OPT_INT, F(pool_nice), 0, 19, "10",
-      "pool threads run this much nicer than the event loop, which wins the CPU" },
+      "pool threads run this much nicer than the event loop (--pool-sched normal or batch)" },
+    { "pool-sched", OPT_STRING, F(pool_sched), 0, 0, "idle",
+      "pool threads' policy: idle (SCHED_IDLE: a waking loop preempts them at once; "
+      "their share of a busy core is small, never zero), batch or normal" },
     { "stall-warn", OPT_DURATION, F(stall_warn), 0, 3600000, "100ms",
       "log a backtrace when the event loop is stuck this long (0 = off)" },
     { "max-loop-lag", OPT_DURATION, F(max_loop_lag), 0, 3600000, "0",
@@ -125,6 +147,13 @@ static const option options[] = {
       "negotiate permessage-deflate when a WebSocket client offers it" },
     { "ws-deflate-takeover", OPT_BOOL, F(ws_deflate_takeover), 0, 0, "true",
       "allow deflate context takeover (better ratio, ~300 KiB per connection)" },
+    /* pub/sub (src/rt) */
+    { "pubsub-bus-size", OPT_SIZE, F(pubsub_bus_size), 64 * 1024, (uint64_t)1 << 30, "8m",
+      "shared ring carrying published messages between workers (a message: at most 1/8)" },
+    { "pubsub-topics", OPT_U32, F(pubsub_topics), 64, 1u << 24, "16384",
+      "(topic, worker) pairs counted for subscriber totals (GET /rooms)" },
+    { "pubsub-channel-prefix", OPT_STRING, F(pubsub_channel_prefix), 0, 0, "myriad:pubsub:",
+      "Redis channel of a topic: this prefix + the topic" },
     /* load balancer: myriad balance (src/proxy) */
     { "listen", OPT_STRING, F(listen), 0, 0, "", "balance: HOST:PORT to listen on "
       "(default --host/--port)" },

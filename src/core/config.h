@@ -56,10 +56,21 @@ typedef struct config {
     bool     db_read_your_writes;/* a request that wrote reads from the primary */
     uint32_t db_query_budget;    /* statements per request before a warning; 0 = off */
     bool     db_budget_strict;   /* over budget: fail the statement instead */
+    /* Redis client (src/data/redis.c) */
+    char     redis[1024];        /* Redis URL; "" = $REDIS_URL, else no Redis */
+    uint64_t redis_timeout;      /* ms a command may wait for its reply */
+    /* cache (src/cache) */
+    uint64_t cache_size;         /* bytes of the shared-memory L1; 0 = none */
+    uint32_t cache_stripes;      /* L1 lock stripes, a power of two */
+    uint64_t cache_ttl;          /* ms: default time to live */
+    uint64_t cache_negative_ttl; /* ms an "absent" fill is cached; 0 = not */
+    uint64_t cache_lease;        /* ms a fill lease lasts (a dead filler's) */
+    char     cache_prefix[64];   /* key prefix in Redis, tracked for invalidation */
     /* worker threads: pool, loop lag, watchdog, overload (src/proc/offload.c) */
     uint32_t threads;            /* pool threads per worker */
     uint32_t offload_queue;      /* jobs waiting per worker pool; 503 beyond */
     int      pool_nice;          /* pool threads' nice value above the loop's, 0..19 */
+    char     pool_sched[8];      /* pool threads' policy: normal, batch or idle (pool.h) */
     uint64_t stall_warn;         /* ms the loop may be stuck before the watchdog logs; 0 = off */
     uint64_t max_loop_lag;       /* ms of mean loop lag (0.5 s window) that sheds load; 0 = off */
     char     hash_alg[16];       /* the reference service's POST /hash: argon2id or scrypt */
@@ -72,6 +83,10 @@ typedef struct config {
     bool     ws_deflate;         /* negotiate permessage-deflate when offered */
     bool     ws_deflate_takeover;/* allow context takeover (keeps ~300 KiB of zlib state
                                     per connection that compresses) */
+    /* pub/sub (src/rt): made before fork, kept across reloads */
+    uint64_t pubsub_bus_size;    /* bytes of the local bus ring shared by the workers */
+    uint32_t pubsub_topics;      /* (topic, worker) entries of the shared subscriber counts */
+    char     pubsub_channel_prefix[64]; /* Redis channel = prefix + topic */
     /* load balancer: myriad balance (src/proxy) */
     char     listen[300];        /* "HOST:PORT" to balance on; "" = --host/--port */
     char     backends[16384];    /* "HOST:PORT[,weight=W]" lines (--backend, repeatable) */

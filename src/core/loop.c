@@ -607,11 +607,16 @@ static int poll_timeout(const loop *l, int max_ms)
 }
 
 /* The six phases of the file comment. A fatal epoll error returns before
- * dispatch; EINTR just makes an iteration with no I/O. */
+ * dispatch. EINTR (a signal, or SIGSTOP/SIGCONT: the process may have been
+ * stopped for long) polls once more without waiting, so input that arrived
+ * meanwhile is dispatched before the timers that would judge it late; a
+ * second EINTR just makes an iteration with no I/O. */
 int loop_run_once(loop *l, int timeout_ms)
 {
     assert(!l->in_iteration);
     int n = epoll_wait(l->epfd, l->events, LOOP_BATCH, poll_timeout(l, timeout_ms));
+    if (n < 0 && errno == EINTR)
+        n = epoll_wait(l->epfd, l->events, LOOP_BATCH, 0);
     int err = n < 0 ? errno : 0;
     l->now = clock_now();
     if (n < 0) {

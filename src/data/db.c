@@ -331,6 +331,54 @@ static void run_failed(loop_deferred *d)
     }
 }
 
+/* A handle for reg on be, with be's dialect of the statements; no loop,
+ * server or backend state yet. NULL when out of memory. */
+static myr_db *db_new(const db_registry *reg, const config *cfg, const db_backend *be)
+{
+    myr_db *db = calloc(1, sizeof(*db));
+    if (!db || !(db->stmts = calloc(reg->nstmts + 1, sizeof(*db->stmts)))) {
+        free(db);
+        return NULL;
+    }
+    *db = (myr_db){ .cfg = cfg, .backend = be, .reg = reg, .stmts = db->stmts,
+                    .nshards = 1 + count_lines(cfg->db_shard) };
+    for (size_t i = 0; i < reg->nstmts; i++)
+        if (dialects(reg->stmts[i].flags) & be->dialect)
+            db->stmts[db->nstmts++] = &reg->stmts[i];
+    return db;
+}
+
+static void db_free(myr_db *db)
+{
+    free(db->stmts);
+    free(db);
+}
+
+#define UNKNOWN_SCHEME "--db %s: unknown scheme (use sqlite:PATH or postgres://...)"
+
+int db_prefork(const myr_app *app, const config *cfg, char *err, size_t errlen)
+{
+    const db_registry *reg = app->db;
+    if (!reg || (reg->nstmts == 0 && reg->nmigs == 0))
+        return 0;
+    const char *url = db_url(cfg);
+    const db_backend *be = backend_for(url);
+    if (!be) {
+        snprintf(err, errlen, UNKNOWN_SCHEME, url);
+        return -1;
+    }
+    if (!be->prefork)
+        return 0;
+    myr_db *db = db_new(reg, cfg, be);
+    if (!db) {
+        snprintf(err, errlen, "--db %s: out of memory", url);
+        return -1;
+    }
+    int rc = be->prefork(db, url, err, errlen);
+    db_free(db);
+    return rc < 0 ? -1 : 0;
+}
+
 int db_open(http_server *srv, myr_db **out)
 {
     *out = NULL;
@@ -340,25 +388,18 @@ int db_open(http_server *srv, myr_db **out)
     const char *url = db_url(srv->cfg);
     const db_backend *be = backend_for(url);
     if (!be) {
-        log_error("--db %s: unknown scheme (use sqlite:PATH or postgres://...)", url);
+        log_error(UNKNOWN_SCHEME, url);
         return -EINVAL;
     }
-    myr_db *db = calloc(1, sizeof(*db));
-    if (!db || !(db->stmts = calloc(reg->nstmts + 1, sizeof(*db->stmts)))) {
-        free(db);
+    myr_db *db = db_new(reg, srv->cfg, be);
+    if (!db)
         return -ENOMEM;
-    }
-    *db = (myr_db){ .loop = srv->loop, .cfg = srv->cfg, .srv = srv, .backend = be,
-                    .reg = reg, .stmts = db->stmts,
-                    .nshards = 1 + count_lines(srv->cfg->db_shard) };
+    db->loop = srv->loop;
+    db->srv = srv;
     metrics_open(db, srv->metrics);
-    for (size_t i = 0; i < reg->nstmts; i++)
-        if (dialects(reg->stmts[i].flags) & be->dialect)
-            db->stmts[db->nstmts++] = &reg->stmts[i];
     int rc = be->open(db, url);
     if (rc < 0) {
-        free(db->stmts);
-        free(db);
+        db_free(db);
         return rc;
     }
     *out = db;
@@ -374,8 +415,7 @@ void db_close(myr_db *db)
     /* deliver what failed at the end, before the deferred item's memory goes */
     for (int i = 0; i < 16 && db->fail_defer.queued; i++)
         loop_run_once(db->loop, 0);
-    free(db->stmts);
-    free(db);
+    db_free(db);
 }
 
 int db_find(const myr_db *db, const char *name)

@@ -4,8 +4,10 @@
  * result accessors.
  *
  *   app (start-up)  myr_db_prepare / myr_db_migration -> db_registry (myr_app.db)
- *   worker start    db_open: picks the backend from --db, applies migrations,
- *                   prepares its view of the statements (one dialect)
+ *   supervisor      db_prefork, once before the first fork: what the backend
+ *                   can do for all workers at once (SQLite: migrations)
+ *   worker start    db_open: picks the backend from --db, applies migrations
+ *                   not yet applied, prepares its view of the statements
  *   handler         myr_db_query / myr_db_batch -> db_op -> backend->submit
  *   backend         fills op->results, calls db_op_done() on the loop thread
  *   db_op_done      calls the user's callback, then frees results and the op
@@ -128,6 +130,11 @@ enum { DB_QHIST_BUCKETS = 12 };   /* queries per request: 1, 2-3, 4-7, ... 1024+
 typedef struct db_backend {
     const char *name;
     unsigned    dialect;   /* MYR_DB_PG or MYR_DB_SQLITE */
+    /* Supervisor, once before any worker exists (may block; may be NULL):
+     * db has cfg, reg, stmts and nshards but no loop or server, and nothing
+     * opened here may outlive the call (no connection crosses a fork).
+     * 0, or -errno with a one-line reason in err. */
+    int  (*prefork)(myr_db *db, const char *url, char *err, size_t errlen);
     /* Start-up (may block): connect, apply migrations, start the pool. */
     int  (*open)(myr_db *db, const char *url);
     void (*close)(myr_db *db);
@@ -175,6 +182,11 @@ struct myr_db {
 
 /* The database URL in effect: --db, else $DATABASE_URL, else the default. */
 const char *db_url(const config *cfg);
+/* Supervisor, before the first fork: runs the backend's prefork step when
+ * the app registered statements or migrations and the backend has one
+ * (SQLite: the file's migrations and a statement check; PostgreSQL: none).
+ * Returns 0, or -1 with a one-line reason in err: the service must stop. */
+int  db_prefork(const myr_app *app, const config *cfg, char *err, size_t errlen);
 /* Opens the worker's handle for srv when the app registered statements or
  * migrations (else *out = NULL). Start-up: may block. 0 or -errno (logged). */
 int  db_open(struct http_server *srv, myr_db **out);

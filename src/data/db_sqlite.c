@@ -1,11 +1,20 @@
 /* db_sqlite — the embedded backend: a SQLite file, statements run on a
  * thread pool, never on the loop.
  *
- * Start-up (db_open, on the loop thread, before serving): one connection
- * turns on WAL, applies the migrations not yet recorded (BEGIN EXCLUSIVE:
- * workers starting together queue on the file lock, and the second finds
- * them recorded, so the reference data is seeded once) and prepares every
- * statement once to report bad SQL by name; then it is closed.
+ * Start-up (setup): one short-lived connection turns on WAL, applies the
+ * migrations not yet recorded and prepares every statement once to report
+ * bad SQL by name; then it is closed. It runs first in the supervisor,
+ * before any worker exists (lite_prefork, from db_prefork): a bad path or a
+ * file that is not a database stops the service there with one clear line,
+ * and the reference data is seeded once by one process. Each worker then
+ * runs the same setup (db_open, on its loop thread, before serving) and
+ * normally finds every migration recorded: it reads that without a lock and
+ * only opens the file. It still migrates when something is missing — after
+ * a reload to another file, when the supervisor left the file alone (see
+ * lite_prefork), or when another program changed it — under BEGIN
+ * EXCLUSIVE, so processes starting together queue on the file lock and the
+ * second finds the work recorded. No connection crosses a fork: the
+ * supervisor's is closed before the first one.
  *
  * Serving: a pool of --db-pool threads of our own (pool_new), each with one
  * connection opened by the thread-start hook (pool_set_thread_hooks) and
@@ -31,9 +40,11 @@
 #include <pthread.h>
 #include <sqlite3.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "core/log.h"
 #include "data/db.h"
@@ -99,16 +110,19 @@ static int progress(void *arg)
     return c->deadline && mono_ns() > c->deadline;   /* non-zero interrupts */
 }
 
-static sqlite3 *conn_open(lite *l, bool create)
+/* Opens a connection to path, or returns NULL with the reason in err. */
+static sqlite3 *conn_open(const char *path, const config *cfg, bool create, char *err,
+                          size_t errlen)
 {
     sqlite3 *h = NULL;
     int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX | (create ? SQLITE_OPEN_CREATE : 0);
-    if (sqlite3_open_v2(l->path, &h, flags, NULL) != SQLITE_OK) {
-        log_error("sqlite %s: cannot open: %s", l->path, h ? sqlite3_errmsg(h) : "out of memory");
+    if (sqlite3_open_v2(path, &h, flags, NULL) != SQLITE_OK) {
+        snprintf(err, errlen, "sqlite %s: cannot open: %s", path,
+                 h ? sqlite3_errmsg(h) : "out of memory");
         sqlite3_close(h);
         return NULL;
     }
-    sqlite3_busy_timeout(h, (int)l->db->cfg->db_timeout);
+    sqlite3_busy_timeout(h, (int)cfg->db_timeout);
     sqlite3_exec(h, "PRAGMA synchronous=NORMAL", NULL, NULL, NULL);
     return h;
 }
@@ -119,8 +133,11 @@ static void *thread_init(void *arg)
     lite_conn *c = calloc(1, sizeof(*c));
     if (!c)
         return NULL;
-    if (!(c->h = conn_open(l, false)))
+    char err[1200];
+    if (!(c->h = conn_open(l->path, l->db->cfg, false, err, sizeof(err)))) {
+        log_error("%s", err);
         return c;
+    }
     sqlite3_progress_handler(c->h, PROGRESS_OPS, progress, c);
     c->stmts = calloc(l->db->nstmts + 1, sizeof(*c->stmts));
     for (size_t i = 0; c->stmts && i < l->db->nstmts; i++) {
@@ -398,7 +415,7 @@ static void lite_submit(myr_db *db, db_op *op)
     loop_defer(db->loop, &l->flush_defer, flush_queued);
 }
 
-/* ---- start-up: WAL, migrations, statement check (loop thread, blocking) ---------------------- */
+/* ---- start-up: WAL, migrations, statement check (blocking) ------------------------------------ */
 
 static bool migration_applied(sqlite3 *h, const char *name)
 {
@@ -411,6 +428,25 @@ static bool migration_applied(sqlite3 *h, const char *name)
         sqlite3_finalize(st);
     }
     return found;
+}
+
+/* Whether migrate has work: the record table is missing, or one of our
+ * migrations is not in it. Read without a lock: a process that finds
+ * everything recorded takes no exclusive lock at all; one that finds work
+ * looks again under it (migrate). An unreadable file counts as work, so
+ * migrate reports it. */
+static bool migrations_pending(const myr_db *db, sqlite3 *h)
+{
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(h, "SELECT 1 FROM myriad_migrations", -1, &st, NULL) != SQLITE_OK)
+        return true;
+    sqlite3_finalize(st);
+    for (size_t i = 0; i < db->reg->nmigs; i++) {
+        const db_migration *m = &db->reg->migs[i];
+        if (m->dialect == MYR_DB_SQLITE && !migration_applied(h, m->name))
+            return true;
+    }
+    return false;
 }
 
 static int migration_record(sqlite3 *h, const char *name)
@@ -426,41 +462,44 @@ static int migration_record(sqlite3 *h, const char *name)
     return rc;
 }
 
-static int migrate(lite *l, sqlite3 *h)
+static int migrate(const myr_db *db, const char *path, sqlite3 *h, char *err, size_t errlen)
 {
+    if (!migrations_pending(db, h))
+        return 0;
     int rc = sqlite3_exec(h, "BEGIN EXCLUSIVE; CREATE TABLE IF NOT EXISTS myriad_migrations ("
                              "name TEXT PRIMARY KEY, applied_at TEXT NOT NULL DEFAULT "
                              "CURRENT_TIMESTAMP)", NULL, NULL, NULL);
-    for (size_t i = 0; rc == SQLITE_OK && i < l->db->reg->nmigs; i++) {
-        const db_migration *m = &l->db->reg->migs[i];
+    for (size_t i = 0; rc == SQLITE_OK && i < db->reg->nmigs; i++) {
+        const db_migration *m = &db->reg->migs[i];
         if (m->dialect != MYR_DB_SQLITE || migration_applied(h, m->name))
             continue;
-        log_info("sqlite %s: applying migration %s (first start)...", l->path, m->name);
+        log_info("sqlite %s: applying migration %s (first start)...", path, m->name);
         uint64_t t0 = mono_ns();
         rc = sqlite3_exec(h, m->sql, NULL, NULL, NULL);
         if (rc == SQLITE_OK)
             rc = migration_record(h, m->name);
         if (rc == SQLITE_OK)
-            log_info("sqlite %s: migration %s applied in %llu ms", l->path, m->name,
+            log_info("sqlite %s: migration %s applied in %llu ms", path, m->name,
                      (unsigned long long)((mono_ns() - t0) / 1000000));
     }
     if (rc == SQLITE_OK)
         rc = sqlite3_exec(h, "COMMIT", NULL, NULL, NULL);
     if (rc != SQLITE_OK) {
-        log_error("sqlite %s: migration failed: %s", l->path, sqlite3_errmsg(h));
+        snprintf(err, errlen, "sqlite %s: migration failed: %s", path, sqlite3_errmsg(h));
         sqlite3_exec(h, "ROLLBACK", NULL, NULL, NULL);
         return -EINVAL;
     }
     return 0;
 }
 
-static int check_statements(lite *l, sqlite3 *h)
+static int check_statements(const myr_db *db, const char *path, sqlite3 *h, char *err,
+                            size_t errlen)
 {
-    for (size_t i = 0; i < l->db->nstmts; i++) {
+    for (size_t i = 0; i < db->nstmts; i++) {
         sqlite3_stmt *st;
-        if (sqlite3_prepare_v2(h, l->db->stmts[i]->sql_sqlite, -1, &st, NULL) != SQLITE_OK) {
-            log_error("sqlite %s: statement %s: %s", l->path, l->db->stmts[i]->name,
-                      sqlite3_errmsg(h));
+        if (sqlite3_prepare_v2(h, db->stmts[i]->sql_sqlite, -1, &st, NULL) != SQLITE_OK) {
+            snprintf(err, errlen, "sqlite %s: statement %s: %s", path, db->stmts[i]->name,
+                     sqlite3_errmsg(h));
             return -EINVAL;
         }
         sqlite3_finalize(st);
@@ -468,9 +507,12 @@ static int check_statements(lite *l, sqlite3 *h)
     return 0;
 }
 
-static int setup(lite *l)
+/* The start-up of one database file, on one short-lived connection; the
+ * supervisor and every worker run it (see the top of this file). 0, or
+ * -errno with the reason in err. */
+static int setup(const myr_db *db, const char *path, char *err, size_t errlen)
 {
-    sqlite3 *h = conn_open(l, true);
+    sqlite3 *h = conn_open(path, db->cfg, true, err, errlen);
     if (!h)
         return -EIO;
     char *mode = NULL;
@@ -483,26 +525,53 @@ static int setup(lite *l)
     }
     if (!mode || strcmp(mode, "wal") != 0)
         log_warn("sqlite %s: cannot use WAL (journal mode %s): writers will block readers",
-                 l->path, mode ? mode : "unknown");
+                 path, mode ? mode : "unknown");
     free(mode);
-    rc = migrate(l, h);
+    rc = migrate(db, path, h, err, errlen);
     if (rc == 0)
-        rc = check_statements(l, h);
+        rc = check_statements(db, path, h, err, errlen);
     sqlite3_close(h);
     return rc;
+}
+
+/* The file named by a sqlite: URL, or NULL with the reason in err. */
+static const char *url_path(const myr_db *db, const char *url, char *err, size_t errlen)
+{
+    const char *path = url + strlen("sqlite:");
+    if (!*path) {
+        snprintf(err, errlen, "--db %s: no file name (e.g. sqlite:myriad.db)", url);
+        return NULL;
+    }
+    if (db->nshards > 1 || db->cfg->db_replica[0] || db->cfg->db_shard_replica[0]) {
+        snprintf(err, errlen, "--db %s: replicas and shards need PostgreSQL", url);
+        return NULL;
+    }
+    return path;
+}
+
+/* Supervisor, before the first fork: the setup every worker would do, done
+ * once, so its errors stop the service before any worker starts. Not when
+ * the workers will drop to --user: a root supervisor would create a file
+ * root owns, and check access as root; the first worker then migrates as
+ * that user, as the only start-up there was before this one. */
+static int lite_prefork(myr_db *db, const char *url, char *err, size_t errlen)
+{
+    const char *path = url_path(db, url, err, errlen);
+    if (!path)
+        return -EINVAL;
+    if (db->cfg->user[0] && geteuid() == 0)
+        return 0;
+    return setup(db, path, err, errlen);
 }
 
 static void lite_close(myr_db *db);
 
 static int lite_open(myr_db *db, const char *url)
 {
-    const char *path = url + strlen("sqlite:");
-    if (!*path) {
-        log_error("--db %s: no file name (e.g. sqlite:myriad.db)", url);
-        return -EINVAL;
-    }
-    if (db->nshards > 1 || db->cfg->db_replica[0] || db->cfg->db_shard_replica[0]) {
-        log_error("--db %s: replicas and shards need PostgreSQL", url);
+    char err[1200];
+    const char *path = url_path(db, url, err, sizeof(err));
+    if (!path) {
+        log_error("%s", err);
         return -EINVAL;
     }
     lite *l = calloc(1, sizeof(*l));
@@ -514,7 +583,9 @@ static int lite_open(myr_db *db, const char *url)
     l->queued_tail = &l->queued;
     db->impl = l;
     pthread_mutex_init(&l->write_lock, NULL);
-    int rc = setup(l);
+    int rc = setup(db, path, err, sizeof(err));
+    if (rc)
+        log_error("%s", err);
     if (rc == 0 && !(l->pool = pool_new(db->loop, db->cfg->db_pool, QUEUE_MAX)))
         rc = -ENOMEM;
     if (rc == 0)
@@ -546,6 +617,7 @@ static void lite_close(myr_db *db)
 const db_backend db_backend_sqlite = {
     .name = "sqlite",
     .dialect = MYR_DB_SQLITE,
+    .prefork = lite_prefork,
     .open = lite_open,
     .close = lite_close,
     .submit = lite_submit,

@@ -17,22 +17,21 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "core/linger.h"
 #include "core/log.h"
 #include "http/request.h"
 #include "http/server.h"
 #include "obs/metrics.h"
 
-#define NS_PER_MS       1000000ull
-#define LINGER_MS       2000u        /* discard input this long after an error */
-#define LINGER_BYTES    (64u * 1024) /* ... or this much */
 #define READS_PER_EVENT 16           /* fairness: then yield to other connections */
 #define REQS_PER_PASS   256          /* fairness: requests per processing pass */
 #define IN_SLACK        (64u * 1024) /* input room beyond head + body limits */
 
-/* What conn->deadline limits. */
+/* What conn->dl limits. */
 enum conn_wait { WAIT_NONE, WAIT_IDLE, WAIT_HEAD, WAIT_BODY, WAIT_WRITE, WAIT_LINGER };
 _Static_assert((int)WAIT_IDLE == METRICS_TIMEOUT_IDLE + 1 && (int)WAIT_LINGER == METRICS_TIMEOUTS,
                "metrics_http_timeout takes a conn_wait");
@@ -46,20 +45,15 @@ static void on_deferred(loop_deferred *d);
 
 /* ---- timeouts -------------------------------------------------------------- */
 
-/* Sets what the connection waits for and until when. The timer is only
- * re-armed when the new deadline is earlier than the armed one; a later
- * deadline is picked up when the timer fires (lazy re-arm). */
+/* Sets what the connection waits for and until when (a lazily re-armed
+ * deadline: see core/deadline.h). */
 static void conn_wait_for(http_conn *c, enum conn_wait w, uint64_t timeout_ms)
 {
-    loop *l = c->srv->loop;
     c->wait = (uint8_t)w;
-    if (w == WAIT_NONE) {
-        c->deadline = UINT64_MAX;
-        return;
-    }
-    c->deadline = loop_now(l) + timeout_ms * NS_PER_MS;
-    if (!loop_timer_active(&c->timer) || c->timer.deadline > c->deadline)
-        loop_timer_start_at(l, &c->timer, c->deadline, on_timer);
+    if (w == WAIT_NONE)
+        deadline_clear(&c->dl);
+    else
+        deadline_set(c->srv->loop, &c->dl, timeout_ms, on_timer);
 }
 
 /* The wait that fits the reading state: idle between requests, the head's
@@ -78,16 +72,51 @@ static void conn_wait_read(http_conn *c)
         conn_wait_for(c, WAIT_BODY, cfg->body_timeout);
 }
 
+/* Whether bytes wait in the socket that we have not read. */
+static bool input_waiting(int fd)
+{
+    int n = 0;
+    return ioctl(fd, FIONREAD, &n) == 0 && n > 0;
+}
+
+/* A deadline passed; was it our fault? After the loop stood still (CPU
+ * starvation, a long callback, a debugger), the client's next bytes, or
+ * the room its reading made, can be in the kernel while the readiness
+ * event is not dispatched yet: the timer phase runs after one batch of
+ * events, or none at all when the poll was interrupted (a stopped process
+ * resumes with EINTR). So first do once what that event would do, through
+ * the normal path, and let the timeout stand only if that set no new
+ * deadline: input restarts the idle and body waits and may complete a
+ * head (whose overall deadline it does not move), a send that makes
+ * progress restarts the write wait. Returns true when the connection was
+ * closed or has a new wait. */
+static bool timeout_excused(http_conn *c)
+{
+    switch (c->wait) {
+    case WAIT_IDLE:
+    case WAIT_HEAD:
+    case WAIT_BODY:
+        if (!input_waiting(c->io.fd))
+            return false;
+        c->readable = true;
+        conn_read_loop(c);
+        break;
+    case WAIT_WRITE:
+        conn_flush(c);
+        break;
+    default:
+        return false;
+    }
+    return c->state == CONN_CLOSED || c->wait == WAIT_NONE || c->dl.at != 0;
+}
+
 static void on_timer(loop_timer *t)
 {
-    http_conn *c = container_of(t, http_conn, timer);
-    loop *l = c->srv->loop;
-    if (c->wait == WAIT_NONE)
+    http_conn *c = container_of(t, http_conn, dl.timer);
+    if (c->wait == WAIT_NONE || !deadline_expired(c->srv->loop, &c->dl))
         return;
-    if (loop_now(l) < c->deadline) {
-        loop_timer_start_at(l, t, c->deadline, on_timer);
+    if (timeout_excused(c))
         return;
-    }
     metrics_http_timeout(c->srv->metrics, c->wait);
     switch (c->wait) {
     case WAIT_HEAD:
@@ -227,7 +256,7 @@ static void conn_retire(http_conn *c)
 {
     http_server *s = c->srv;
     loop_io_del(s->loop, &c->io);   /* sets io.fd to -1 */
-    loop_timer_stop(s->loop, &c->timer);
+    deadline_stop(s->loop, &c->dl);
     if (c->in.data)
         conn_release_in(c);
     if (c->out.data)
@@ -301,23 +330,10 @@ static void conn_linger(http_conn *c)
 
 static void linger_read(http_conn *c)
 {
-    char sink[4096];
-    size_t total = 0;
-    while (total < LINGER_BYTES) {
-        ssize_t n = read(c->io.fd, sink, sizeof(sink));
-        if (n > 0) {
-            total += (size_t)n;
-            continue;
-        }
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0 && errno == EAGAIN) {
-            c->readable = false;
-            return;
-        }
-        break;   /* EOF or error */
-    }
-    http_conn_close(c);
+    if (linger_discard(c->io.fd) == -EAGAIN)
+        c->readable = false;
+    else
+        http_conn_close(c);
 }
 
 /* ---- I/O events --------------------------------------------------------------- */

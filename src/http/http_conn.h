@@ -11,8 +11,8 @@
  * produced while processing one read goes out in one write. A connection
  * whose unsent output passes OUT_HIGH stops reading until it drains.
  *
- * Timeouts use one embedded timer, re-armed lazily: activity only moves
- * `deadline`; the timer, when it fires early, re-arms itself to it.
+ * Timeouts use one embedded deadline (core/deadline.h), re-armed lazily:
+ * activity only moves it; the timer, when it fires early, re-arms itself.
  *
  * Ownership: the server owns connections; a connection is freed from a
  * deferred callback after it is closed, never inside an I/O callback.
@@ -24,6 +24,7 @@
 #include <stdint.h>
 
 #include "core/buf.h"
+#include "core/deadline.h"
 #include "core/loop.h"
 
 typedef struct http_server http_server;
@@ -42,18 +43,17 @@ enum conn_state {
 typedef struct http_conn http_conn;
 struct http_conn {
     loop_io        io;
-    loop_timer     timer;
+    deadline       dl;             /* when the current wait times out (lazy timer) */
     http_server   *srv;
     http_conn     *prev, *next;    /* server's connection list */
     buf            in;             /* received bytes; no storage while idle */
     buf            out;            /* response bytes not yet written */
     size_t         out_off;        /* bytes of out already written */
     myr_req       *req;            /* request being read or handled */
-    uint64_t       deadline;       /* loop-clock ns at which the current wait times out */
     uint32_t       in_off;         /* bytes of in already consumed */
     uint32_t       scanned;        /* bytes of the current head already scanned */
     uint8_t        state;          /* enum conn_state */
-    uint8_t        wait;           /* what `deadline` limits (conn_wait in .c) */
+    uint8_t        wait;           /* what `dl` limits (conn_wait in .c) */
     bool           readable;       /* epoll said readable and we have not seen EAGAIN */
     bool           eof;            /* read(2) returned 0: peer shut its write side */
     bool           rdhup;          /* epoll reported the peer's shutdown (or an error) */

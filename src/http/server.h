@@ -70,9 +70,14 @@ struct http_server {
     uint64_t        offload_refused; /* myr_offload calls answered 503: queue full */
 
     struct myr_db  *db;            /* data layer: the worker's database, NULL if unused */
+    struct redis   *redis;         /* the worker's Redis client (data/redis.h), NULL when
+                                      none; set after http_server_init, cleared before
+                                      http_server_fini (src/proc/worker.c) */
 
     struct ws_server *ws;          /* WebSocket connections and zlib pools (http/ws.c);
                                       NULL while no WebSocket is open */
+    struct myr_pubsub *pubsub;     /* pub/sub topics and bus reader (src/rt/pubsub.c);
+                                      made on first use, freed by pubsub_server_fini */
 
     /* observability (src/obs/obs.h): set by http_server_init, never NULL after */
     struct metrics_worker *metrics;/* this worker's cells in the metrics registry */

@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -415,6 +416,11 @@ void ws_handshake(myr_req *req)
     int status = handshake_check(req);
     if (status == 0 && s->draining)
         status = 503;
+    if (status == 0 && rt->cb.on_upgrade) {
+        status = rt->cb.on_upgrade(req);   /* the application's own checks */
+        if (status && (status < 400 || status > 599))
+            status = 500;
+    }
     if (status) {
         refuse(req, status);
         return;
@@ -683,14 +689,18 @@ static ws_msg *queue_prepare(myr_ws *ws, uint32_t i)
     return c;
 }
 
-/* Queues a data frame under the overflow policy. */
-static int ws_enqueue(myr_ws *ws, ws_msg *m)
+/* Queues a data frame under an overflow policy; *dropped (may be NULL)
+ * counts the data messages the policy discarded. */
+static int ws_enqueue(myr_ws *ws, ws_msg *m, myr_ws_overflow policy, uint32_t *dropped)
 {
     ws_queue *q = &ws->q;
     size_t limit = ws_max_queue(ws);
+    uint32_t before = q->count;
+    if (dropped)
+        *dropped = 0;
     if (q->bytes && q->bytes + m->len > limit) {
         bool takeover = !ws->pmd.server_no_takeover;
-        switch (ws->route->cb.overflow) {
+        switch (policy) {
         case MYR_WS_DROP_OLDEST:
             queue_drop(q, m->len, limit, takeover);
             break;
@@ -699,9 +709,13 @@ static int ws_enqueue(myr_ws *ws, ws_msg *m)
             break;
         default:   /* MYR_WS_DISCONNECT: what is queued will not be read in time */
             queue_drop(q, 0, 0, takeover);
+            if (dropped)
+                *dropped = before - q->count + 1;
             ws_fail(ws, WS_CLOSE_POLICY);
             return -ENOBUFS;
         }
+        if (dropped)
+            *dropped = before - q->count;
     }
     if (queue_push(q, ws_msg_ref(m))) {
         ws_msg_unref(m);
@@ -715,7 +729,16 @@ int ws_send_msg(myr_ws *ws, ws_msg *m)
 {
     if (ws->state != WS_OPEN)
         return -EPIPE;
-    return ws_enqueue(ws, m);
+    return ws_enqueue(ws, m, ws->route->cb.overflow, NULL);
+}
+
+int ws_send_msg_policy(myr_ws *ws, ws_msg *m, myr_ws_overflow policy, uint32_t *dropped)
+{
+    if (dropped)
+        *dropped = 0;
+    if (ws->state != WS_OPEN)
+        return -EPIPE;
+    return ws_enqueue(ws, m, policy, dropped);
 }
 
 int myr_ws_send(myr_ws *ws, const void *data, size_t len, bool binary)
@@ -725,7 +748,7 @@ int myr_ws_send(myr_ws *ws, const void *data, size_t len, bool binary)
     ws_msg *m = ws_msg_new(binary ? WS_OP_BINARY : WS_OP_TEXT, data, len);
     if (!m)
         return -ENOMEM;
-    int rc = ws_enqueue(ws, m);
+    int rc = ws_enqueue(ws, m, ws->route->cb.overflow, NULL);
     ws_msg_unref(m);
     return rc;
 }
@@ -1291,6 +1314,8 @@ static void ws_close_now(myr_ws *ws)
         ws->next->prev = ws->prev;
     wss->nconns--;
     ws->state = WS_CLOSED;
+    if (ws->subs && wss->drop_subs)
+        wss->drop_subs(ws);   /* no message reaches it any more */
     if (ws->opened && ws->route->cb.on_close)
         ws->route->cb.on_close(ws, ws->peer_code ? ws->peer_code : WS_CLOSE_ABNORMAL);
     if (ws->attached)
@@ -1325,6 +1350,37 @@ static void ws_arm(myr_ws *ws)
         loop_timer_start_at(ws_loop(ws), &ws->timer, d, on_timer);
 }
 
+/* Whether bytes wait in the socket that we have not read. After the loop
+ * stood still (CPU starvation, a long callback, a debugger), a peer's
+ * answer can be in the kernel while its readiness event is not dispatched
+ * yet: the timer phase runs after one batch of events, or none at all
+ * when the poll was interrupted (a stopped process resumes with EINTR). */
+static bool input_waiting(const myr_ws *ws)
+{
+    int n = 0;
+    return ws->io.fd >= 0 && ioctl(ws->io.fd, FIONREAD, &n) == 0 && n > 0;
+}
+
+/* A deadline has passed that would end the connection: first read what
+ * already arrived, through the normal read path, and judge again. Any
+ * bytes prove the peer alive (note_input moves the ping deadline); a
+ * close's deadline does not move, but its answer may be among them.
+ * Returns true when the connection was closed or no longer overdue. */
+static bool overdue_input_excuses(myr_ws *ws, uint64_t now)
+{
+    if (!input_waiting(ws))
+        return false;
+    ws->readable = true;
+    ws_read_loop(ws);
+    if (ws->state == WS_CLOSED)
+        return true;
+    if (now < ws_deadline(ws)) {
+        ws_arm(ws);   /* re-armed already if the read moved the deadline */
+        return true;
+    }
+    return false;
+}
+
 static void on_timer(loop_timer *t)
 {
     myr_ws *ws = container_of(t, myr_ws, timer);
@@ -1336,6 +1392,8 @@ static void on_timer(loop_timer *t)
         return;
     }
     if (ws->state != WS_OPEN || ws->ping_at) {
+        if (overdue_input_excuses(ws, now))
+            return;
         ws_close_now(ws);   /* a close that took too long, or a dead peer */
         return;
     }

@@ -13,7 +13,10 @@
  *   after a complete close handshake close at once (the server closes
  *   TCP first), after a failure discard input until the peer's FIN (or
  *   --ws-close-timeout) ─> CLOSED (freed later).
- *   Any socket error, a dead peer or a timeout ─> CLOSED at once.
+ *   Any socket error, a dead peer or a timeout ─> CLOSED at once. Before
+ *   a deadline ends a connection, bytes already waiting in its socket are
+ *   read (after a stall of the loop they are there while their readiness
+ *   event is not dispatched yet): a peer whose pong is waiting is alive.
  *
  * Memory. An idle connection is one struct myr_ws (static_assert'ed at
  * most 320 bytes) and an armed timer: no input buffer (a pooled 4 KiB one
@@ -47,6 +50,7 @@
 #include "http/ws_frame.h"
 
 typedef struct http_server http_server;
+struct rt_sub;
 
 /* ---- shared frames -------------------------------------------------------------- */
 
@@ -73,6 +77,11 @@ void    ws_msg_unref(ws_msg *m);
  * taking a reference; compressed per connection when it is written.
  * Results as myr_ws_send. */
 int ws_send_msg(myr_ws *ws, ws_msg *m);
+/* The same under an overflow policy of the caller's (a subscription's)
+ * instead of the route's. *dropped (may be NULL) gets the number of data
+ * messages the policy discarded: queued ones, plus m itself when it is
+ * refused (MYR_WS_DISCONNECT). */
+int ws_send_msg_policy(myr_ws *ws, ws_msg *m, myr_ws_overflow policy, uint32_t *dropped);
 
 /* ---- connections ---------------------------------------------------------------- */
 
@@ -101,6 +110,8 @@ struct myr_ws {
     const ws_route   *route;
     myr_ws           *prev, *next;   /* wss->conns */
     void             *data;          /* myr_ws_set_data */
+    struct rt_sub    *subs;          /* pub/sub subscriptions (src/rt/topic.h), dropped
+                                        through wss->drop_subs when the connection closes */
     buf               in;            /* received bytes; pooled, none while idle */
     buf               msg;           /* payload of the message being received */
     ws_queue          q;
@@ -136,6 +147,9 @@ typedef struct ws_server {
     uint32_t     nconns;
     uint32_t     nalloc;   /* connections not yet freed */
     ws_zpool     zpool;    /* zlib streams for connections without takeover */
+    /* Set by the pub/sub layer (src/rt) when a connection subscribes: called
+     * once at close, before on_close, for a connection whose subs is set. */
+    void       (*drop_subs)(myr_ws *ws);
 } ws_server;
 
 /* The route handler behind every myr_ws_route (GET). */

@@ -1147,6 +1147,10 @@ static int sup_start(supervisor *s, const config *cfg, const cluster_ops *ops, v
     deaths_set(s, ring, cfg->crash_loop_deaths);
     if (shared_table(&s->shm, &s->table, SLOTS) < 0)
         return 1;
+    if (ops->prefork && ops->prefork(arg, cfg, SLOTS, err, sizeof(err)) < 0) {
+        log_error("%s", err);
+        return 1;
+    }
     warn_if_root(&s->user);
     log_info("listening on http://%s:%d (%s: %u workers%s, supervisor pid %d)", cfg->host,
              s->ls.bound_port, ops->name, s->nworkers,
@@ -1297,6 +1301,10 @@ static int serve_in_process(const config *cfg, const cluster_ops *ops, void *arg
     }
     if (shared_table(&shm, &table, 1) < 0)
         goto remove_pid;
+    if (ops->prefork && ops->prefork(arg, cfg, 1, err, sizeof(err)) < 0) {
+        log_error("%s", err);
+        goto unmap;
+    }
     cluster_worker self = { .generation = 1, .slot = shm_worker_claim(table, 1, 0),
                             .table = table, .notify_fd = -1 };
     shm_worker_set_pid(self.slot, getpid());

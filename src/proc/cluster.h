@@ -72,6 +72,14 @@ typedef struct cluster_ops {
      * Returns 0, or -1 with a one-line reason in err. May be NULL (then
      * SIGHUP only restarts the workers with the same configuration). */
     int (*reload)(void *arg, config *out, char *err, size_t errlen);
+    /* Supervisor (or the single in-process worker), once, after the
+     * listening sockets and the shared worker table exist and before any
+     * worker starts: makes what every worker must inherit (shared-memory
+     * caches, the local message bus). `slots` is the number of rows of the
+     * worker table. Returns 0, or -1 with a one-line reason in err, which
+     * stops the service. Its results outlive reloads: a reload keeps them
+     * even if the new configuration asks for other sizes. May be NULL. */
+    int (*prefork)(void *arg, const config *cfg, uint32_t slots, char *err, size_t errlen);
 } cluster_ops;
 
 /* Runs the service described by cfg until it is stopped. Returns the exit

@@ -13,6 +13,7 @@
 #include "proc/offload.h"
 
 #include <errno.h>
+#include <stdio.h>
 
 #include "core/log.h"
 #include "http/http_conn.h"
@@ -34,13 +35,31 @@ typedef struct offload {
 
 /* ---- per-server objects ---------------------------------------------------------- */
 
+int offload_check_config(const config *cfg, char *err, size_t errlen)
+{
+    enum pool_sched sched;
+    if (pool_sched_parse(cfg->pool_sched, &sched) == 0)
+        return 0;
+    snprintf(err, errlen, "--pool-sched: invalid value '%s': expected normal, batch or idle",
+             cfg->pool_sched);
+    return -1;
+}
+
 int offload_server_init(http_server *s)
 {
     const config *c = s->cfg;
+    enum pool_sched sched;
+    if (pool_sched_parse(c->pool_sched, &sched) < 0) {   /* e.g. after a reload */
+        char err[128];
+        offload_check_config(c, err, sizeof(err));
+        log_error("%s", err);
+        return -EINVAL;
+    }
     s->pool = pool_new(s->loop, c->threads, c->offload_queue);
     if (!s->pool)
         return -ENOMEM;
     pool_set_nice(s->pool, c->pool_nice);
+    pool_set_sched(s->pool, sched);
     s->lag = lag_new(s->loop, LAG_INTERVAL_MS, c->stall_warn);
     if (!s->lag) {
         pool_free(s->pool);

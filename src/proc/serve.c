@@ -7,10 +7,15 @@
 #include <string.h>
 
 #include "myriad.h"
+#include "cache/cache.h"
 #include "core/config.h"
+#include "data/db.h"
+#include "data/redis.h"
 #include "proc/cluster.h"
+#include "proc/offload.h"
 #include "proc/worker.h"
 #include "proxy/proxy.h"
+#include "rt/pubsub.h"
 
 /* What `serve` gives the supervisor: the app for the workers, and the
  * command line to read the configuration again on SIGHUP. */
@@ -41,10 +46,34 @@ static int serve_reload(void *arg, config *out, char *err, size_t errlen)
     }
 }
 
+/* What the workers share, made once before the first fork (see
+ * cluster_ops.prefork). Each module keeps what it made for the life of the
+ * service; the workers inherit it. */
+static int serve_prefork(void *arg, const config *cfg, uint32_t slots, char *err, size_t errlen)
+{
+    (void)arg;
+    (void)cfg;
+    (void)slots;
+    (void)err;
+    (void)errlen;
+    if (offload_check_config(cfg, err, errlen) < 0)   /* --pool-sched */
+        return -1;
+    if (redis_config_check(cfg, err, errlen) < 0)   /* --redis / $REDIS_URL */
+        return -1;
+    if (db_prefork(((serve_ctx *)arg)->app, cfg, err, errlen) < 0)   /* SQLite migrations */
+        return -1;
+    if (cache_prefork(cfg, err, errlen) < 0)   /* the shared-memory L1 (src/cache) */
+        return -1;
+    if (pubsub_prefork(cfg, slots, err, errlen) < 0)   /* the local bus (src/rt) */
+        return -1;
+    return 0;
+}
+
 static const cluster_ops serve_ops = {
     .name = "serve",
     .worker_main = serve_worker,
     .reload = serve_reload,
+    .prefork = serve_prefork,
 };
 
 int myr_main(myr_app *app, int argc, char **argv)

@@ -28,6 +28,8 @@
 #include "core/log.h"
 #include "core/loop.h"
 #include "http/server.h"
+#include "data/redis.h"
+#include "rt/pubsub.h"
 
 enum {
     LINGER_MS  = 1000,   /* phase 1 at most (and at most shutdown_timeout) */
@@ -167,6 +169,30 @@ static void unwatch_signals(worker *w)
     loop_signal_del(w->loop, &w->sigusr1);
 }
 
+/* ---- Redis ------------------------------------------------------------------------ */
+
+/* The worker's Redis client (data/redis.h), when --redis or $REDIS_URL is
+ * set: created once the server (and its metrics) exist, reachable as
+ * server.redis; freed after the loop ends and before http_server_fini, so
+ * callbacks of commands still in flight run (CLOSED) while every request
+ * and module is alive. A bad URL stops the worker from serving. */
+static int start_redis(worker *w)
+{
+    const char *url = redis_config_url(w->cfg);
+    if (!url)
+        return 0;
+    redis_options o = {
+        .url = url, .timeout_ms = w->cfg->redis_timeout, .metrics = w->server.metrics,
+    };
+    char err[256];
+    w->server.redis = redis_new(w->loop, &o, err, sizeof err);
+    if (!w->server.redis) {
+        log_error("cannot start serving: %s", err);
+        return -EINVAL;
+    }
+    return 0;
+}
+
 /* ---- run ------------------------------------------------------------------------- */
 
 int worker_run(struct myr_app *app, const config *cfg, int listen_fd, cluster_worker *self)
@@ -193,12 +219,19 @@ int worker_run(struct myr_app *app, const config *cfg, int listen_fd, cluster_wo
         goto unwatch;
     }
     listen_fd = -1;   /* the server's now */
+    rc = start_redis(&w);
+    if (rc < 0)
+        goto fini_server;
     loop_timer_start(w.loop, &w.publish_timer, PUBLISH_MS, on_publish);
     cluster_worker_ready(self);
     rc = loop_run(w.loop);
     publish(&w);
     loop_timer_stop(w.loop, &w.publish_timer);
     loop_timer_stop(w.loop, &w.linger_timer);
+fini_server:
+    pubsub_server_fini(&w.server);   /* subscriptions, the bus reader (src/rt) */
+    redis_free(w.server.redis);   /* commands still in flight: CLOSED callbacks, now */
+    w.server.redis = NULL;
     http_server_fini(&w.server);
 unwatch:
     unwatch_signals(&w);

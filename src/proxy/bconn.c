@@ -1,4 +1,4 @@
-/* bconn — see bconn.h. Connecting, pool membership, the one timer, close.
+/* bconn — see bconn.h. Connecting, pool membership, the one deadline, close.
  *
  * The session does all reading and writing of a BUSY connection (it knows
  * what the bytes mean); this file only owns the socket's lifecycle.
@@ -18,8 +18,6 @@
 #include "proxy/balancer.h"
 #include "proxy/session.h"
 
-#define NS_PER_MS 1000000ull
-
 static void on_io(loop_io *io, uint32_t events);
 static void on_timer(loop_timer *t);
 
@@ -28,32 +26,23 @@ static loop *bconn_loop(const bconn *c)
     return c->be->bal->loop;
 }
 
-/* ---- the one timer ------------------------------------------------------------ */
+/* ---- the one deadline --------------------------------------------------------- */
 
 void bconn_wait(bconn *c, uint64_t timeout_ms)
 {
-    loop *l = bconn_loop(c);
-    c->deadline = loop_now(l) + timeout_ms * NS_PER_MS;
-    if (!loop_timer_active(&c->timer) || c->timer.deadline > c->deadline)
-        loop_timer_start_at(l, &c->timer, c->deadline, on_timer);
+    deadline_set(bconn_loop(c), &c->dl, timeout_ms, on_timer);
 }
 
 void bconn_wait_none(bconn *c)
 {
-    c->deadline = UINT64_MAX;   /* a timer still armed finds nothing due */
+    deadline_clear(&c->dl);   /* a timer still armed finds nothing due */
 }
 
 static void on_timer(loop_timer *t)
 {
-    bconn *c = container_of(t, bconn, timer);
-    loop *l = bconn_loop(c);
-    if (c->state == BC_CLOSED || c->deadline == UINT64_MAX)
+    bconn *c = container_of(t, bconn, dl.timer);
+    if (c->state == BC_CLOSED || !deadline_expired(bconn_loop(c), &c->dl))
         return;
-    if (loop_now(l) < c->deadline) {
-        loop_timer_start_at(l, t, c->deadline, on_timer);
-        return;
-    }
-    c->deadline = UINT64_MAX;
     if (c->state == BC_IDLE)
         bconn_close(c);
     else if (c->owner)
@@ -83,7 +72,6 @@ int bconn_connect(backend *be, session *owner, bconn **out)
     c->be = be;
     c->owner = owner;
     c->state = BC_CONNECTING;
-    c->deadline = UINT64_MAX;
     c->wblocked = true;   /* writable only once connected */
     int rc = loop_io_add(be->bal->loop, &c->io, fd,
                          LOOP_READ | LOOP_WRITE | LOOP_RDHUP | LOOP_EDGE, on_io);
@@ -187,7 +175,7 @@ void bconn_close(bconn *c)
     int fd = c->io.fd;
     loop_io_del(l, &c->io);
     close(fd);
-    loop_timer_stop(l, &c->timer);
+    deadline_stop(l, &c->dl);
     if (c->in.data)
         bconn_release_in(c);
     c->state = BC_CLOSED;

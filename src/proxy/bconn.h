@@ -12,8 +12,9 @@
  * (the backend closed it, or sent bytes nobody asked for) or its idle
  * timeout closes it.
  *
- * One embedded timer: the connect timeout, the owner's backend timeout, or
- * the pool idle timeout; re-armed lazily like http_conn's.
+ * One embedded deadline (core/deadline.h): the connect timeout, the owner's
+ * backend timeout, or the pool idle timeout; re-armed lazily like
+ * http_conn's.
  *
  * Ownership: the backend's pool owns IDLE connections, the session owns the
  * one it uses. A connection holds its backend (backend_conn_closed when it
@@ -26,6 +27,7 @@
 #include <stdint.h>
 
 #include "core/buf.h"
+#include "core/deadline.h"
 #include "core/loop.h"
 
 typedef struct backend backend;
@@ -36,8 +38,7 @@ enum bconn_state { BC_CONNECTING, BC_BUSY, BC_IDLE, BC_CLOSED };
 typedef struct bconn bconn;
 struct bconn {
     loop_io       io;
-    loop_timer    timer;
-    uint64_t      deadline;    /* loop ns the current wait ends; UINT64_MAX: none */
+    deadline      dl;          /* when the current wait ends; at 0: none */
     backend      *be;
     session      *owner;       /* while CONNECTING or BUSY */
     bconn        *prev, *next; /* the backend's idle list, while IDLE */
@@ -71,6 +72,11 @@ void bconn_make_busy(bconn *c, session *owner);
 /* The owner's wait on this backend: ends after timeout_ms unless renewed. */
 void bconn_wait(bconn *c, uint64_t timeout_ms);
 void bconn_wait_none(bconn *c);
+/* Whether a wait is set (bconn_wait since the last bconn_wait_none/expiry). */
+static inline bool bconn_waiting(const bconn *c)
+{
+    return c->dl.at != 0;
+}
 
 /* Buffers from the worker's pool (the in buffer). */
 void bconn_release_in(bconn *c);

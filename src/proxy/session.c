@@ -35,6 +35,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "core/deadline.h"
+#include "core/linger.h"
 #include "core/log.h"
 #include "http/http_resp_parser.h"
 #include "http/http_response.h"
@@ -44,9 +46,6 @@
 #include "proxy/body.h"
 #include "proxy/rewrite.h"
 
-#define NS_PER_MS    1000000ull
-#define LINGER_MS    2000u          /* discard input this long after an error */
-#define LINGER_BYTES (64u * 1024)   /* ... or this much */
 #define IN_SLACK     4096u          /* room past the head limit */
 #define RUN_PASSES   16             /* fairness: steps per run, then yield */
 
@@ -86,8 +85,7 @@ struct exchange {
 
 struct session {
     loop_io       io;             /* the client socket */
-    loop_timer    timer;
-    uint64_t      deadline;       /* loop ns the current client wait ends */
+    deadline      dl;             /* when the current client wait ends (lazy timer) */
     uint8_t       wait;           /* enum session_wait */
     uint8_t       state;          /* enum session_state */
     bool          readable;       /* epoll said readable, no EAGAIN since */
@@ -181,17 +179,15 @@ void session_free_exchanges(balancer *bal)
 
 /* ---- client-side waits ------------------------------------------------------------ */
 
+/* Sets what the client side waits for and until when (a lazily re-armed
+ * deadline: see core/deadline.h). */
 static void wait_for(session *s, enum session_wait w, uint64_t timeout_ms)
 {
-    loop *l = s->bal->loop;
     s->wait = (uint8_t)w;
-    if (w == W_NONE) {
-        s->deadline = UINT64_MAX;
-        return;
-    }
-    s->deadline = loop_now(l) + timeout_ms * NS_PER_MS;
-    if (!loop_timer_active(&s->timer) || s->timer.deadline > s->deadline)
-        loop_timer_start_at(l, &s->timer, s->deadline, on_timer);
+    if (w == W_NONE)
+        deadline_clear(&s->dl);
+    else
+        deadline_set(s->bal->loop, &s->dl, timeout_ms, on_timer);
 }
 
 /* Sets the client wait that fits the state; a wait that continues keeps
@@ -239,7 +235,7 @@ static void update_backend_wait(session *s)
                  unsent(&s->out, s->out_off) <= OUT_HIGH);
     if (!owed)
         bconn_wait_none(bc);
-    else if (s->bprogress || bc->deadline == UINT64_MAX)
+    else if (s->bprogress || !bconn_waiting(bc))
         bconn_wait(bc, cfg_of(s)->backend_timeout);
 }
 
@@ -466,7 +462,7 @@ void session_close(session *s)
     int fd = s->io.fd;
     loop_io_del(bal->loop, &s->io);
     close(fd);
-    loop_timer_stop(bal->loop, &s->timer);
+    deadline_stop(bal->loop, &s->dl);
     release_buf(s, &s->in, &s->in_off);
     release_buf(s, &s->out, &s->out_off);
     release_buf(s, &s->bout, &s->bout_off);
@@ -536,23 +532,10 @@ static void start_linger(session *s)
 
 static void linger_read(session *s)
 {
-    char sink[4096];
-    size_t total = 0;
-    while (total < LINGER_BYTES) {
-        ssize_t n = read(s->io.fd, sink, sizeof(sink));
-        if (n > 0) {
-            total += (size_t)n;
-            continue;
-        }
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0 && errno == EAGAIN) {
-            s->readable = false;
-            return;
-        }
-        break;
-    }
-    session_close(s);
+    if (linger_discard(s->io.fd) == -EAGAIN)
+        s->readable = false;
+    else
+        session_close(s);
 }
 
 session *session_new(balancer *bal, int fd, const struct sockaddr_storage *peer)
@@ -562,7 +545,6 @@ session *session_new(balancer *bal, int fd, const struct sockaddr_storage *peer)
         return NULL;
     s->bal = bal;
     s->state = SS_IDLE;
-    s->deadline = UINT64_MAX;
     if (peer->ss_family == AF_INET6) {
         const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)peer;
         inet_ntop(AF_INET6, &a->sin6_addr, s->ip, sizeof(s->ip));
@@ -648,17 +630,11 @@ static void on_deferred(loop_deferred *d)
 
 static void on_timer(loop_timer *t)
 {
-    session *s = container_of(t, session, timer);
-    loop *l = s->bal->loop;
-    if (s->wait == W_NONE || s->state == SS_CLOSED)
+    session *s = container_of(t, session, dl.timer);
+    if (s->wait == W_NONE || s->state == SS_CLOSED || !deadline_expired(s->bal->loop, &s->dl))
         return;
-    if (loop_now(l) < s->deadline) {
-        loop_timer_start_at(l, t, s->deadline, on_timer);
-        return;
-    }
     enum session_wait w = s->wait;
     s->wait = W_NONE;
-    s->deadline = UINT64_MAX;
     if ((w == W_HEAD && s->ex) || (w == W_BODY && s->ex && !s->ex->sent_client)) {
         /* the client started a request and stalled: tell it, then close */
         if (s->ex)

@@ -432,14 +432,28 @@ def allowed_cpus(pid):
 
 
 def test_pin(start_server):
-    """--pin: worker i runs on the i-th CPU the service may use."""
+    """--pin: worker i runs on the i-th CPU the service may use, from before
+    it serves. Under load a fork is visible in /proc before the child has run
+    a line and before the supervisor has logged it, so the test waits for
+    both (bounded), then checks each CPU set once."""
+    import json
+
+    def attached_pids(port):
+        """Live workers attached to the shared metrics: each attaches once it
+        is a worker (pinned, privileges dropped), right before it serves."""
+        doc = json.loads(fetch(port, "/metrics.json").body)
+        return {w["pid"] for w in doc["workers"] if w.get("live")}
+
     cpus = sorted(os.sched_getaffinity(0))
     srv = start_server("--workers", "2", "--pin")
     workers = ready_workers(srv, 2)
-    log = srv.stderr()
+    wait_for(lambda: set(workers) <= attached_pids(srv.port), 10, what="both workers serving")
     for pid in workers:
-        index = int(re.search(r"worker (\d+) started: pid %d," % pid, log).group(1))
+        started = wait_for(lambda: re.search(r"worker (\d+) started: pid %d," % pid, srv.stderr()),
+                           10, what=f"the start of pid {pid} in the log")
+        index = int(started.group(1))
         assert allowed_cpus(pid) == str(cpus[index % len(cpus)]), (pid, index)
+    assert children(srv.proc.pid) == workers   # the same workers throughout
     assert allowed_cpus(srv.proc.pid) == allowed_cpus(os.getpid())   # not the supervisor
 
 

@@ -237,6 +237,61 @@ def test_bad_database_flag(tmp_path, url, message):
     assert not tfb_sanitizer(s.stderr())
 
 
+def log_pids(text, needle):
+    """The pids of the log lines that contain needle ("... [pid] level: ...")."""
+    return [int(line.split("[", 1)[1].split("]", 1)[0])
+            for line in text.splitlines() if needle in line and "[" in line]
+
+
+def test_two_workers_fresh_file_seed_once(tmp_path):
+    """--workers 2 on a new file: the supervisor migrates and seeds it once,
+    before any worker exists; the workers only open it."""
+    db = str(tmp_path / "fresh.db")
+    s = started(Server(tmp_path, ["--workers", "2", "--db", "sqlite:" + db], name="two"))
+    try:
+        tfb.check_db(s.port)
+        log = s.stderr()
+        assert log_pids(log, "applying migration tfb-schema") == [s.proc.pid], log
+        assert log_pids(log, "applying migration test-kv") == [s.proc.pid], log
+        assert log.index("migration tfb-schema applied") < log.index("worker 0 started"), log
+        assert log.count("worker 0 started") == 1 and log.count("worker 1 started") == 1, log
+        w = world(db)
+        assert sorted(w) == list(range(1, 10001))
+        with sqlite3.connect(db) as c:
+            assert c.execute("SELECT count(*) FROM Fortune").fetchone()[0] == len(tfb.FORTUNES)
+            assert c.execute("SELECT count(*) FROM myriad_migrations").fetchone()[0] == 2
+    finally:
+        problems = s.stop()
+    assert not problems, "\n".join(problems)
+
+
+def not_a_database(tmp_path):
+    path = tmp_path / "garbage.db"
+    path.write_bytes(b"this is not a database. " * 512)
+    return "sqlite:" + str(path)
+
+
+@pytest.mark.parametrize("url, message", [
+    (lambda tmp: "sqlite:/nonexistent-dir/x.db",
+     "sqlite /nonexistent-dir/x.db: cannot open: unable to open database file"),
+    (not_a_database, "migration failed: file is not a database"),
+], ids=["no-such-dir", "not-a-database"])
+def test_bad_database_file_stops_before_workers(tmp_path, url, message):
+    """With several workers the supervisor finds a bad file before forking:
+    the service stops at once with one clear line, and no worker starts."""
+    s = Server(tmp_path, ["--workers", "2", "--db", url(tmp_path)], name="badfile")
+    try:
+        s.proc.wait(10)
+    finally:
+        s.kill()
+    log = s.stderr()
+    assert s.proc.returncode != 0, log
+    assert message in log, log
+    assert log_pids(log, message) == [s.proc.pid], log
+    assert "worker 0 started" not in log and "listening on" not in log, log
+    assert not tfb_sanitizer(log)
+
+
 def tfb_sanitizer(text):
     from conftest import sanitizer_report
     return sanitizer_report(text)

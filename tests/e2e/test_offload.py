@@ -3,8 +3,9 @@ checked here with libsodium itself through ctypes), their bad inputs, the
 loop staying responsive while the pool hashes, overload shedding (a tiny
 offload queue; --max-loop-lag) with 503 + Retry-After and recovery, the
 stall watchdog's report for a handler that blocks the loop, cancellation of
-queued and running jobs when the client goes away, and stopping with jobs
-in flight.
+queued and running jobs when the client goes away, stopping with jobs in
+flight, and the pool threads' scheduling policy and priority as the kernel
+reports them (/proc/PID/task/TID/stat).
 
 Every server runs one worker (--workers 1) so that a queue, a lag and a log
 belong to the process the test talks to. Timing bounds are one-sided and
@@ -12,6 +13,7 @@ generous (the binary may be an ASan build on a loaded 2-core machine)."""
 
 import ctypes
 import json
+import os
 import re
 import signal
 import subprocess
@@ -233,6 +235,78 @@ def test_plaintext_responsive_while_hashing(start_server):
     assert median < 0.05, f"median /plaintext latency {median * 1000:.1f} ms under hash load"
     assert worst < 1.0, f"worst /plaintext latency {worst * 1000:.1f} ms under hash load"
     assert len(latencies) >= 30, f"only {len(latencies)} /plaintext answers in 2.7 s"
+
+
+# ---- the pool threads' scheduling ------------------------------------------------------
+
+# sched(7) policy numbers, as /proc/PID/task/TID/stat shows them (field 41)
+POLICY_NAMES = {0: "normal", 3: "batch", 5: "idle"}   # SCHED_OTHER, SCHED_BATCH, SCHED_IDLE
+DEFAULT_POOL = ("idle", 4)   # --pool-sched, --threads defaults (see src/core/config.c)
+
+
+def threads_of(pid):
+    """[(tid, name, policy name, nice)] of every thread of process pid."""
+    out = []
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                stat = f.read()
+        except FileNotFoundError:   # a thread that just exited
+            continue
+        name = stat[stat.index("(") + 1:stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2:].split()   # field 3 onwards
+        policy = int(fields[41 - 3])
+        out.append((int(tid), name, POLICY_NAMES.get(policy, str(policy)), int(fields[19 - 3])))
+    return out
+
+
+@pytest.mark.parametrize("flags,policy,threads,nice", [
+    ((), DEFAULT_POOL[0], DEFAULT_POOL[1], None),
+    (("--pool-sched", "normal", "--pool-nice", "5"), "normal", 4, 5),
+    (("--pool-sched", "batch", "--threads", "3"), "batch", 3, 10),
+    (("--pool-sched", "idle", "--threads", "2"), "idle", 2, None),
+], ids=["default", "normal", "batch", "idle"])
+def test_pool_threads_scheduling(start_server, flags, policy, threads, nice):
+    s = start_server(*WORKER, *flags)
+    before = [t for t in threads_of(s.proc.pid) if t[1] == "myriad-pool"]
+    assert before == [], before   # started lazily, on the first job
+    r = fetch(s.port, "/test/offload?ms=1")
+    assert r.status == 200, r
+    # the policy is set by the loop as it starts each thread; the nice value
+    # by each thread as it first runs, which on a busy machine may be a
+    # moment later: wait for it (bounded), then check everything
+    def pool_ready():
+        ts = threads_of(s.proc.pid)
+        loop_nice = [t for t in ts if t[0] == s.proc.pid][0][3]
+        return all(nice is None or ni == min(19, loop_nice + nice)
+                   for _, name, _, ni in ts if name == "myriad-pool")
+    wait_for(pool_ready, 10, "the pool threads' nice value")
+    all_threads = threads_of(s.proc.pid)
+    loop_thread = [t for t in all_threads if t[0] == s.proc.pid][0]
+    pool = [t for t in all_threads if t[1] == "myriad-pool"]
+    assert len(pool) == threads, all_threads
+    # the loop keeps the ordinary policy and its nice value; only the pool is lowered
+    assert loop_thread[2] == "normal", loop_thread
+    for tid, _, pol, ni in pool:
+        assert pol == policy, (tid, pol, all_threads)
+        if nice is not None:   # SCHED_IDLE has no use for nice: not checked there
+            assert ni == min(19, loop_thread[3] + nice), (tid, ni, loop_thread)
+    # and a job still runs under that policy
+    r = post(s.port, "/hash", {"password": "p"})
+    assert r.status == 200 and sodium_verify(json_of(r)["hash"], "p"), r
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_bad_pool_sched_is_a_startup_error(start_server, workers):
+    s = start_server("--workers", workers, "--pool-sched", "fifo", wait=False)
+    try:
+        s.proc.wait(10)
+    except subprocess.TimeoutExpired:
+        pytest.fail("server with --pool-sched fifo did not exit within 10 s")
+    err = s.stderr()
+    s.kill()   # it exited by itself, as it should: nothing to stop
+    assert s.proc.returncode != 0
+    assert "--pool-sched: invalid value 'fifo': expected normal, batch or idle" in err, err
 
 
 # ---- overload shedding --------------------------------------------------------------

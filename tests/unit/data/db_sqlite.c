@@ -1,14 +1,18 @@
 /* Unit tests for src/data/db_sqlite.c through its backend table: start-up
  * (WAL, migrations once, bad SQL named), ops on the thread pool completing
  * on the loop, transactions and writes, a burst of ops batched into jobs,
- * a deadline already past, and close with work in flight. */
+ * a deadline already past, and close with work in flight; the supervisor's
+ * prefork step (migrations once, before any worker; errors in err; no
+ * connection left open) and a worker's open after it (no exclusive lock). */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include <dirent.h>
 #include <errno.h>
+#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -204,6 +208,105 @@ static void test_bad_sql_named_at_open(void **state)
     assert_null(f->db.impl);
 }
 
+static int open_fds(void)
+{
+    int n = 0;
+    DIR *d = opendir("/proc/self/fd");
+    assert_non_null(d);
+    while (readdir(d))
+        n++;
+    closedir(d);
+    return n;
+}
+
+static void count_rows(fixture *f, const char *sql, int want)
+{
+    sqlite3 *h;
+    sqlite3_stmt *st;
+    assert_int_equal(sqlite3_open(f->url + strlen("sqlite:"), &h), SQLITE_OK);
+    assert_int_equal(sqlite3_prepare_v2(h, sql, -1, &st, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    assert_int_equal(sqlite3_column_int(st, 0), want);
+    sqlite3_finalize(st);
+    sqlite3_close(h);
+}
+
+/* The supervisor's step: migrates the new file once and keeps nothing open
+ * (no connection may cross the fork that follows). */
+static void test_prefork_migrates_and_closes(void **state)
+{
+    fixture *f = *state;
+    char err[256] = "";
+    int fds = open_fds();
+    assert_int_equal(db_backend_sqlite.prefork(&f->db, f->url, err, sizeof(err)), 0);
+    assert_int_equal(open_fds(), fds);
+    assert_null(f->db.impl);
+    count_rows(f, "SELECT count(*) FROM t", 2);
+    count_rows(f, "SELECT count(*) FROM myriad_migrations WHERE name = 'm1'", 1);
+    assert_int_equal(db_backend_sqlite.prefork(&f->db, f->url, err, sizeof(err)), 0);
+    count_rows(f, "SELECT count(*) FROM t", 2);   /* a second run applies nothing */
+}
+
+/* After the supervisor migrated, a worker only opens the file: it starts
+ * while another process holds the write lock, which BEGIN EXCLUSIVE would
+ * have waited for until --db-timeout and failed. */
+static void test_open_after_prefork_takes_no_lock(void **state)
+{
+    fixture *f = *state;
+    char err[256] = "";
+    f->cfg.db_timeout = 200;   /* ms */
+    assert_int_equal(db_backend_sqlite.prefork(&f->db, f->url, err, sizeof(err)), 0);
+    sqlite3 *other;
+    assert_int_equal(sqlite3_open(f->url + strlen("sqlite:"), &other), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(other, "BEGIN IMMEDIATE; INSERT INTO t VALUES (9, 'x')",
+                                  NULL, NULL, NULL), SQLITE_OK);
+    assert_int_equal(db_backend_sqlite.open(&f->db, f->url), 0);
+    myr_db_call all = { "all", NULL, 0 };
+    seen s = { 0 };
+    assert_int_equal(myr_db_submit(&f->db, &all, 1, done, &s), 0);
+    wait_for(f, &s.calls, 1);
+    assert_int_equal(s.err, MYR_DB_OK);
+    assert_int_equal(s.rows, 2);   /* WAL: the uncommitted row is not seen */
+    db_backend_sqlite.close(&f->db);
+    sqlite3_exec(other, "ROLLBACK", NULL, NULL, NULL);
+    sqlite3_close(other);
+}
+
+static void test_prefork_errors_in_err(void **state)
+{
+    fixture *f = *state;
+    char err[512] = "";
+    assert_true(db_backend_sqlite.prefork(&f->db, "sqlite:/nonexistent-dir/x.db", err,
+                                          sizeof(err)) < 0);
+    assert_non_null(strstr(err, "sqlite /nonexistent-dir/x.db: cannot open"));
+
+    err[0] = '\0';
+    assert_true(db_backend_sqlite.prefork(&f->db, "sqlite:", err, sizeof(err)) < 0);
+    assert_non_null(strstr(err, "no file name"));
+
+    char path[128];   /* a file that is not a database */
+    snprintf(path, sizeof(path), "%s/t.db", f->dir);
+    FILE *fp = fopen(path, "w");
+    assert_non_null(fp);
+    for (int i = 0; i < 512; i++)
+        fputs("this is not a database. ", fp);
+    fclose(fp);
+    err[0] = '\0';
+    int fds = open_fds();
+    assert_true(db_backend_sqlite.prefork(&f->db, f->url, err, sizeof(err)) < 0);
+    assert_non_null(strstr(err, "file is not a database"));
+    assert_int_equal(open_fds(), fds);
+}
+
+static void test_prefork_names_bad_sql(void **state)
+{
+    fixture *f = *state;
+    char err[512] = "";
+    f->stmts[2].sql_sqlite = "SELECT nope FROM missing";
+    assert_true(db_backend_sqlite.prefork(&f->db, f->url, err, sizeof(err)) < 0);
+    assert_non_null(strstr(err, "statement all: no such table: missing"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -213,6 +316,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_timeout_interrupts, setup, teardown),
         cmocka_unit_test_setup_teardown(test_close_completes_in_flight, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_sql_named_at_open, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_prefork_migrates_and_closes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_open_after_prefork_takes_no_lock, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_prefork_errors_in_err, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_prefork_names_bad_sql, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -297,7 +297,9 @@ static int test_reload(void *arg, config *out, char *err, size_t errlen)
     return 0;
 }
 
-static const cluster_ops test_ops = { "test", test_worker, test_reload };
+static const cluster_ops test_ops = {
+    .name = "test", .worker_main = test_worker, .reload = test_reload,
+};
 
 static pid_t running;   /* the service of the current test, 0 when none */
 

@@ -1,6 +1,9 @@
 /* Unit tests for src/proc/pool.c: completion order, the bounded queue,
  * many concurrent jobs, cancellation, stopping with jobs queued, thread
- * hooks, lazy start and the pool threads' priority. Jobs are heap objects
+ * hooks, lazy start, the pool threads' priority and scheduling policy, an
+ * idle-policy job finishing beside a thread that saturates its core, and
+ * the loop never waiting for the pool's mutex (the source is included to
+ * hold that mutex from the test, as a preempted pool thread would). Jobs are heap objects
  * freed by their done callback, so LeakSanitizer (the ASan build) checks
  * that every submitted job gets exactly one done, even at shutdown.
  *
@@ -15,6 +18,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <semaphore.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -24,7 +28,7 @@
 #include <unistd.h>
 
 #include "core/loop.h"
-#include "proc/pool.h"
+#include "proc/pool.c"
 
 /* ---- helpers ------------------------------------------------------------- */
 
@@ -41,6 +45,8 @@ typedef struct tjob {
     pthread_t  thread;       /* the thread work ran on */
     void      *ctx;          /* pool_thread_ctx() seen by work */
     int        nice;         /* getpriority() seen by work */
+    int        policy;       /* sched_getscheduler() seen by work */
+    long       spin_us;      /* work burns this much of its thread's CPU time */
 } tjob;
 
 static _Atomic int dones;    /* done callbacks run, per test */
@@ -57,6 +63,15 @@ static void work_fn(pool_job *j)
     t->ctx = pool_thread_ctx();
     errno = 0;
     t->nice = getpriority(PRIO_PROCESS, (id_t)gettid());
+    t->policy = sched_getscheduler(0);
+    if (t->spin_us) {   /* CPU time, not wall time: only runs on the CPU count */
+        struct timespec ts;
+        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+        long start = ts.tv_sec * 1000000L + ts.tv_nsec / 1000;
+        do
+            clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+        while (ts.tv_sec * 1000000L + ts.tv_nsec / 1000 - start < t->spin_us);
+    }
 }
 
 static void done_fn(pool_job *j, int status)
@@ -429,6 +444,234 @@ static void test_nice(void **state)
     pool_free(p);
 }
 
+/* --pool-sched: each policy is what work sees on its pool thread (nice
+ * still applies under SCHED_BATCH), the loop thread keeps its own; the
+ * names parse both ways and nothing else does. */
+static void test_sched(void **state)
+{
+    loop *l = *state;
+    static const struct { enum pool_sched sched; const char *name; int policy; } cases[] = {
+        { POOL_SCHED_NORMAL, "normal", SCHED_OTHER },
+        { POOL_SCHED_BATCH, "batch", SCHED_BATCH },
+        { POOL_SCHED_IDLE, "idle", SCHED_IDLE },
+    };
+    int loop_policy = sched_getscheduler(0);
+    errno = 0;
+    int before = getpriority(PRIO_PROCESS, (id_t)gettid());
+    for (unsigned i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        enum pool_sched parsed = (enum pool_sched)-1;
+        assert_int_equal(pool_sched_parse(cases[i].name, &parsed), 0);
+        assert_int_equal(parsed, cases[i].sched);
+        assert_string_equal(pool_sched_name(cases[i].sched), cases[i].name);
+
+        atomic_store(&dones, 0);
+        pool *p = pool_new(l, 2, 10);
+        pool_set_sched(p, cases[i].sched);
+        pool_set_nice(p, 3);
+        tjob t[2] = { { .status = 1, .keep = true }, { .status = 1, .keep = true } };
+        for (int j = 0; j < 2; j++)
+            assert_int_equal(pool_submit(p, &t[j].job, work_fn, done_fn), 0);
+        run_until_dones(l, 2);
+        for (int j = 0; j < 2; j++) {
+            assert_int_equal(t[j].status, 0);
+            assert_int_equal(t[j].policy, cases[i].policy);
+            if (cases[i].sched != POOL_SCHED_IDLE)   /* idle threads have no nice to speak of */
+                assert_int_equal(t[j].nice, before + 3 > 19 ? 19 : before + 3);
+        }
+        assert_int_equal(sched_getscheduler(0), loop_policy);
+        pool_free(p);
+    }
+    enum pool_sched out = POOL_SCHED_BATCH;
+    assert_int_equal(pool_sched_parse("IDLE", &out), -EINVAL);
+    assert_int_equal(pool_sched_parse("", &out), -EINVAL);
+    assert_int_equal(pool_sched_parse(NULL, &out), -EINVAL);
+    assert_int_equal(pool_sched_parse("fifo", &out), -EINVAL);
+    assert_int_equal(out, POOL_SCHED_BATCH);   /* untouched on error */
+}
+
+/* A busy-looping ordinary thread on the loop thread's CPU: what a
+ * saturated loop looks like to the pool threads sharing its core. */
+static _Atomic bool spinning;
+
+static void *spin_main(void *arg)
+{
+    (void)arg;
+    while (atomic_load_explicit(&spinning, memory_order_relaxed))
+        ;
+    return NULL;
+}
+
+/* SCHED_IDLE is the lowest weight, not "only when the CPU is idle": an idle
+ * pool thread pinned to one core with an ordinary thread spinning on it
+ * still gets its small share, so a job completes — slowly, never starved
+ * for good. The job needs 3 ms of CPU; at SCHED_IDLE's weight against one
+ * nice-0 thread (3 : 1024) that is ~1 s of wall time, and the bound is 30. */
+static void test_idle_not_starved(void **state)
+{
+    loop *l = *state;
+    cpu_set_t old, one;
+    assert_int_equal(sched_getaffinity(0, sizeof(old), &old), 0);
+    int cpu = sched_getcpu();
+    assert_true(cpu >= 0);
+    CPU_ZERO(&one);
+    CPU_SET(cpu, &one);
+    /* the pool thread and the spinner inherit this thread's affinity */
+    assert_int_equal(sched_setaffinity(0, sizeof(one), &one), 0);
+    atomic_store(&spinning, true);
+    pthread_t spinner;
+    assert_int_equal(pthread_create(&spinner, NULL, spin_main, NULL), 0);
+
+    pool *p = pool_new(l, 1, 10);
+    pool_set_sched(p, POOL_SCHED_IDLE);
+    tjob t = { .status = 1, .keep = true, .spin_us = 3000 };
+    assert_int_equal(pool_submit(p, &t.job, work_fn, done_fn), 0);
+    uint64_t deadline = now_ms() + 30000;
+    while (atomic_load(&dones) < 1 && now_ms() < deadline)
+        assert_true(loop_run_once(l, 50) >= 0);
+    int got = atomic_load(&dones);
+
+    atomic_store(&spinning, false);
+    pthread_join(spinner, NULL);
+    assert_int_equal(sched_setaffinity(0, sizeof(old), &old), 0);
+    run_until_dones(l, 1);   /* if the bound was missed, finish before freeing */
+    pool_free(p);
+    assert_int_equal(got, 1);
+    assert_int_equal(t.status, 0);
+    assert_int_equal(t.policy, SCHED_IDLE);
+}
+
+/* Holds the pool's mutex the way a pool thread does — as if preempted in a
+ * critical section — until `release` is posted, then lets go through the
+ * same unlock path pool threads use (which wakes the loop if it asked). */
+typedef struct holder {
+    pool  *p;
+    sem_t  held, release;
+} holder;
+
+static void *hold_main(void *arg)
+{
+    holder *h = arg;
+    pthread_mutex_lock(&h->p->mu);
+    sem_post(&h->held);
+    sem_wait(&h->release);
+    unlock_thread(h->p);
+    return NULL;
+}
+
+/* The loop never waits for a pool thread: with the pool's mutex held by
+ * another thread, submit, cancel of a staged job and cancel of a queued
+ * job all return at once (were one to block, the holder is never released
+ * and alarm() fails the test). Staged jobs reach the queue once the holder
+ * lets go; a job cancelled while the mutex was busy is skipped by the
+ * thread that dequeues it; dones come in completion order. */
+static void test_loop_never_waits_for_mu(void **state)
+{
+    loop *l = *state;
+    pool *p = pool_new(l, 1, 10);
+    sem_t gate, started;
+    sem_init(&gate, 0, 0);
+    sem_init(&started, 0, 0);
+    int order[8], n = 0;
+    tjob jobs[5];
+    for (int i = 0; i < 5; i++)
+        jobs[i] = (tjob){ .id = i, .status = 1, .keep = true, .order = order, .norder = &n };
+    jobs[0].gate = &gate;
+    jobs[0].started = &started;
+    /* 0 runs (held at its gate), 1 waits in the queue */
+    assert_int_equal(pool_submit(p, &jobs[0].job, work_fn, done_fn), 0);
+    assert_int_equal(pool_submit(p, &jobs[1].job, work_fn, done_fn), 0);
+    wait_started(&started);
+    assert_int_equal(state_of(&jobs[1].job), JOB_QUEUED);
+
+    holder h = { .p = p };
+    sem_init(&h.held, 0, 0);
+    sem_init(&h.release, 0, 0);
+    pthread_t ht;
+    assert_int_equal(pthread_create(&ht, NULL, hold_main, &h), 0);
+    sem_wait(&h.held);
+
+    assert_true(pool_cancel(p, &jobs[1].job));    /* queued, mu busy: marked */
+    assert_int_equal(state_of(&jobs[1].job), JOB_CANCELLED);
+    for (int i = 2; i < 5; i++)                   /* staged */
+        assert_int_equal(pool_submit(p, &jobs[i].job, work_fn, done_fn), 0);
+    assert_int_equal(state_of(&jobs[2].job), JOB_STAGED);
+    assert_int_equal(pool_queued(p), 4);
+    assert_true(pool_cancel(p, &jobs[3].job));    /* staged: the loop's own */
+    assert_false(pool_cancel(p, &jobs[3].job));
+    assert_int_equal(pool_queued(p), 3);
+    run_until_dones(l, 1);                        /* 3's done, on the loop */
+    assert_int_equal(jobs[3].status, -ECANCELED);
+    assert_int_equal(state_of(&jobs[2].job), JOB_STAGED);   /* mu still busy */
+
+    sem_post(&h.release);   /* the holder lets go and wakes the loop */
+    pthread_join(ht, NULL);
+    uint64_t deadline = now_ms() + 10000;
+    while (state_of(&jobs[4].job) == JOB_STAGED) {
+        assert_true(now_ms() < deadline);
+        assert_true(loop_run_once(l, 50) >= 0);
+    }
+    sem_post(&gate);
+    run_until_dones(l, 5);
+    int want[5] = { 3, 0, 1, 2, 4 };
+    for (int i = 0; i < 5; i++)
+        assert_int_equal(order[i], want[i]);
+    assert_int_equal(jobs[1].status, -ECANCELED);
+    assert_false(jobs[1].ran);
+    assert_false(jobs[3].ran);
+    for (int i = 0; i < 5; i += 2)
+        assert_int_equal(jobs[i].status, 0);
+    assert_int_equal(pool_queued(p), 0);
+    pool_free(p);
+    sem_destroy(&h.held);
+    sem_destroy(&h.release);
+    sem_destroy(&gate);
+    sem_destroy(&started);
+}
+
+/* pool_free with jobs staged (mu busy at submit) and one cancelled in
+ * place: every job gets exactly one done, -ECANCELED for those that never
+ * ran, completions first, then the queue, then the staged jobs. */
+static void test_free_with_staged(void **state)
+{
+    loop *l = *state;
+    pool *p = pool_new(l, 1, 10);
+    sem_t gate, started;
+    sem_init(&gate, 0, 0);
+    sem_init(&started, 0, 0);
+    int order[8], n = 0;
+    tjob jobs[4];
+    for (int i = 0; i < 4; i++)
+        jobs[i] = (tjob){ .id = i, .status = 1, .keep = true, .order = order, .norder = &n };
+    jobs[0].gate = &gate;
+    jobs[0].started = &started;
+    assert_int_equal(pool_submit(p, &jobs[0].job, work_fn, done_fn), 0);
+    assert_int_equal(pool_submit(p, &jobs[1].job, work_fn, done_fn), 0);
+    wait_started(&started);
+    holder h = { .p = p };
+    sem_init(&h.held, 0, 0);
+    sem_init(&h.release, 0, 0);
+    pthread_t ht;
+    assert_int_equal(pthread_create(&ht, NULL, hold_main, &h), 0);
+    sem_wait(&h.held);
+    assert_true(pool_cancel(p, &jobs[1].job));
+    assert_int_equal(pool_submit(p, &jobs[2].job, work_fn, done_fn), 0);
+    assert_int_equal(pool_submit(p, &jobs[3].job, work_fn, done_fn), 0);
+    sem_post(&h.release);
+    pthread_join(ht, NULL);
+    sem_post(&gate);   /* 0 finishes; whether 2 and 3 run first or not, free sorts it out */
+    pool_free(p);
+    assert_int_equal(n, 4);
+    assert_int_equal(jobs[0].status, 0);
+    assert_int_equal(jobs[1].status, -ECANCELED);
+    assert_false(jobs[1].ran);
+    for (int i = 2; i < 4; i++)
+        assert_true(jobs[i].ran ? jobs[i].status == 0 : jobs[i].status == -ECANCELED);
+    sem_destroy(&h.held);
+    sem_destroy(&h.release);
+    sem_destroy(&gate);
+    sem_destroy(&started);
+}
+
 /* Completions arriving while the loop is busy are delivered together:
  * with the loop not polling, N jobs finish, then one loop iteration runs
  * every done. */
@@ -463,7 +706,11 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_lazy_start, setup, teardown),
         cmocka_unit_test_setup_teardown(test_thread_hooks, setup, teardown),
         cmocka_unit_test_setup_teardown(test_nice, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sched, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_idle_not_starved, setup, teardown),
         cmocka_unit_test_setup_teardown(test_batched_completions, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_loop_never_waits_for_mu, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_free_with_staged, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
