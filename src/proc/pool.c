@@ -168,10 +168,9 @@ static void lower_priority(int by)
         log_warn("pool: cannot set nice %d on a pool thread: %s", want, strerror(errno));
 }
 
-/* Switches a new pool thread to the pool's policy; the loop thread does it
- * right after pthread_create, so every thread is under its policy by the
- * time pool_submit returns (glibc's thread attributes take only
- * SCHED_OTHER/FIFO/RR, so it cannot be born so). Any unprivileged process
+/* Switches a new pool thread to the pool's policy; each thread does it to
+ * itself as it starts, before it takes a job (glibc's thread attributes
+ * take only SCHED_OTHER/FIFO/RR, so it cannot be born so). Any unprivileged process
  * may lower a thread's policy like this (and cannot raise it back without
  * CAP_SYS_NICE or RLIMIT_NICE: it is done once, for good). Failure is
  * harmless (the thread keeps the loop's policy) but logged. */
@@ -214,6 +213,11 @@ static pool_job *dequeue_locked(pool *p)
 static void *thread_main(void *arg)
 {
     pool *p = arg;
+    /* Policy first, then nice, both by the thread itself and before its
+     * first job: a policy change made by another thread reads the nice
+     * value, then writes it back with the policy, so done from the loop it
+     * could undo a nice value this thread had just set. */
+    set_policy(pthread_self(), p->sched);
     lower_priority(p->nice);   /* its own: setpriority wants the TID (under SCHED_BATCH nice
                                 * still ranks the thread, under SCHED_IDLE it does not matter) */
     thread_ctx = p->init ? p->init(p->hook_arg) : NULL;
@@ -261,7 +265,6 @@ static int start_threads(pool *p)
         if (err)
             break;
         pthread_setname_np(p->threads[n], "myriad-pool");
-        set_policy(p->threads[n], p->sched);
         n++;
     }
     pthread_sigmask(SIG_SETMASK, &old, NULL);

@@ -105,7 +105,9 @@ void  pool_set_nice(pool *p, int nice);
  *           group (the loop) preempts it the moment it wakes. Not strictly
  *           idle-only: a saturated loop still leaves it ~0.3% of the core
  *           per thread, so a job is slowed, never starved for good.
- * Applied by the loop thread to each thread as it creates it; set before
+ * Applied by each thread to itself as it starts, before its nice value
+ * and its first job (a policy change made from another thread could undo
+ * the nice value: it writes back the one it read); set before
  * the first submit, like the nice value; default NORMAL (the offload pool
  * takes --pool-sched, whose default is idle). */
 enum pool_sched { POOL_SCHED_NORMAL, POOL_SCHED_BATCH, POOL_SCHED_IDLE };

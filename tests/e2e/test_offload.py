@@ -272,15 +272,15 @@ def test_pool_threads_scheduling(start_server, flags, policy, threads, nice):
     assert before == [], before   # started lazily, on the first job
     r = fetch(s.port, "/test/offload?ms=1")
     assert r.status == 200, r
-    # the policy is set by the loop as it starts each thread; the nice value
-    # by each thread as it first runs, which on a busy machine may be a
-    # moment later: wait for it (bounded), then check everything
+    # policy and nice value are set by each thread as it first runs, which on
+    # a busy machine may be a moment later: wait for them (bounded), then
+    # check everything
     def pool_ready():
         ts = threads_of(s.proc.pid)
         loop_nice = [t for t in ts if t[0] == s.proc.pid][0][3]
-        return all(nice is None or ni == min(19, loop_nice + nice)
-                   for _, name, _, ni in ts if name == "myriad-pool")
-    wait_for(pool_ready, 10, "the pool threads' nice value")
+        return all(pol == policy and (nice is None or ni == min(19, loop_nice + nice))
+                   for _, name, pol, ni in ts if name == "myriad-pool")
+    wait_for(pool_ready, 10, "the pool threads' policy and nice value")
     all_threads = threads_of(s.proc.pid)
     loop_thread = [t for t in all_threads if t[0] == s.proc.pid][0]
     pool = [t for t in all_threads if t[1] == "myriad-pool"]
