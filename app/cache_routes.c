@@ -30,30 +30,12 @@
 #include <unistd.h>
 
 #include "routes_cache.h"
+#include "tfb.h"
 
-#define MAX_COUNT   500
-#define WORLD_ROWS  10000
 #define KEY_MAX     32
 #define WORLD_STALE_MS 10000   /* a refreshing row may be served this much past its ttl */
 
 /* ---- helpers ------------------------------------------------------------------------------- */
-
-/* xorshift64*: per worker process, loop thread only; seeded on first use so
- * that forked workers do not share a sequence. */
-static uint64_t rng_state;
-
-static int64_t random_id(void)
-{
-    if (!rng_state) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        rng_state = ((uint64_t)getpid() << 32) ^ (uint64_t)ts.tv_nsec ^ 0x2545f4914f6cdd1dull;
-    }
-    rng_state ^= rng_state >> 12;
-    rng_state ^= rng_state << 25;
-    rng_state ^= rng_state >> 27;
-    return (int64_t)((rng_state * 2685821657736338717ull >> 33) % WORLD_ROWS) + 1;
-}
 
 /* A decimal id of 1..2^31-1 without sign, spaces or leading zeros; else 0. */
 static int64_t parse_id(const char *s, size_t n)
@@ -67,21 +49,6 @@ static int64_t parse_id(const char *s, size_t n)
         v = v * 10 + (s[i] - '0');
     }
     return v <= 2147483647 ? v : 0;
-}
-
-static int count_param(myr_req *req)
-{
-    myr_str v = myr_query_param(req, "count");
-    if (!v.ptr || v.len == 0)
-        return 1;
-    long n = 0;
-    for (size_t i = 0; i < v.len; i++) {
-        if (v.ptr[i] < '0' || v.ptr[i] > '9')
-            return 1;
-        if (n <= MAX_COUNT)
-            n = n * 10 + (v.ptr[i] - '0');
-    }
-    return n < 1 ? 1 : n > MAX_COUNT ? MAX_COUNT : (int)n;
 }
 
 static size_t world_key(char *out, int64_t id)
@@ -112,16 +79,6 @@ static void respond_error(myr_req *req, int status, const char *msg)
 static void respond_cache_error(myr_req *req, myr_cache_status st)
 {
     respond_error(req, 503, myr_cache_strerror(st));
-}
-
-static void world_json(myr_json *w, int64_t id, int64_t number)
-{
-    myr_json_obj_begin(w);
-    myr_json_key(w, "id");
-    myr_json_int(w, id);
-    myr_json_key(w, "randomNumber");
-    myr_json_int(w, number);
-    myr_json_obj_end(w);
 }
 
 static int64_t parse_number(const void *value, size_t len)
@@ -199,7 +156,7 @@ static void cq_respond(myr_req *req, cq_state *st)
     myr_json_init(&w);
     myr_json_arr_begin(&w);
     for (int i = 0; i < st->n; i++)
-        world_json(&w, st->ids[i], st->numbers[i]);
+        tfb_world_json(&w, st->ids[i], st->numbers[i]);
     myr_json_arr_end(&w);
     myr_respond_json(req, 200, &w);
 }
@@ -219,7 +176,7 @@ static void cq_done(myr_req *req, void *arg, myr_cache_status status, const void
 
 static void cached_queries(myr_req *req)
 {
-    int n = count_param(req);
+    int n = tfb_count_param(req, "count");
     cq_state *st = myr_alloc(req, sizeof(*st));
     cq_slot *slots = myr_alloc(req, (size_t)n * sizeof(*slots));
     int64_t *ids = myr_alloc(req, (size_t)n * 2 * sizeof(*ids));
@@ -231,7 +188,7 @@ static void cached_queries(myr_req *req)
                       .numbers = ids + n };
     for (int i = 0; i < n; i++) {   /* answers come later: never inside myr_cached */
         char key[KEY_MAX];
-        ids[i] = random_id();
+        ids[i] = tfb_random_id();
         slots[i] = (cq_slot){ st, i };
         if (myr_cached(req, key, world_key(key, ids[i]), &world_source, cq_done, &slots[i])) {
             st->err = MYR_CACHE_NOMEM;
@@ -262,7 +219,7 @@ static void world_done(myr_req *req, void *arg, myr_cache_status status, const v
     myr_set_header(req, "Cache-Control", cc);
     myr_json w;
     myr_json_init(&w);
-    world_json(&w, id, parse_number(value, len));
+    tfb_world_json(&w, id, parse_number(value, len));
     myr_respond_json(req, 200, &w);
 }
 

@@ -24,9 +24,8 @@
 
 #include "routes_db.h"
 #include "routes_cache.h"
+#include "tfb.h"
 
-#define MAX_QUERIES 500
-#define WORLD_ROWS  10000
 
 /* ---- schema ------------------------------------------------------------------------------ */
 
@@ -74,39 +73,6 @@ static const char update_sqlite[] =
 
 /* ---- helpers ------------------------------------------------------------------------------ */
 
-/* xorshift64*: per worker process, loop thread only; seeded on first use so
- * that forked workers do not share a sequence. */
-static uint64_t rng_state;
-
-static int random_number(void)
-{
-    if (!rng_state) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        rng_state = ((uint64_t)getpid() << 32) ^ (uint64_t)ts.tv_nsec ^ 0x9e3779b97f4a7c15ull;
-    }
-    rng_state ^= rng_state >> 12;
-    rng_state ^= rng_state << 25;
-    rng_state ^= rng_state >> 27;
-    return (int)((rng_state * 2685821657736338717ull >> 33) % WORLD_ROWS) + 1;
-}
-
-/* TechEmpower's clamp: missing, empty, not a number or < 1 -> 1; > 500 -> 500. */
-static int queries_param(myr_req *req)
-{
-    myr_str v = myr_query_param(req, "queries");
-    if (!v.ptr || v.len == 0)
-        return 1;
-    long n = 0;
-    for (size_t i = 0; i < v.len; i++) {
-        if (v.ptr[i] < '0' || v.ptr[i] > '9')
-            return 1;
-        if (n <= MAX_QUERIES)
-            n = n * 10 + (v.ptr[i] - '0');
-    }
-    return n < 1 ? 1 : n > MAX_QUERIES ? MAX_QUERIES : (int)n;
-}
-
 static void respond_error(myr_req *req, myr_db_error err)
 {
     myr_json w;
@@ -124,16 +90,6 @@ static void respond_oom(myr_req *req)
     respond_error(req, MYR_DB_NOMEM);
 }
 
-static void world_json(myr_json *w, int64_t id, int64_t number)
-{
-    myr_json_obj_begin(w);
-    myr_json_key(w, "id");
-    myr_json_int(w, id);
-    myr_json_key(w, "randomNumber");
-    myr_json_int(w, number);
-    myr_json_obj_end(w);
-}
-
 /* ---- /db and /queries ------------------------------------------------------------------------ */
 
 static void db_done(myr_req *req, void *arg, myr_db_error err, myr_db_result *const *res,
@@ -145,13 +101,13 @@ static void db_done(myr_req *req, void *arg, myr_db_error err, myr_db_result *co
     }
     myr_json w;
     myr_json_init(&w);
-    world_json(&w, myr_db_int(res[0], 0, 0), myr_db_int(res[0], 0, 1));
+    tfb_world_json(&w, myr_db_int(res[0], 0, 0), myr_db_int(res[0], 0, 1));
     myr_respond_json(req, 200, &w);
 }
 
 static void tfb_db(myr_req *req)
 {
-    myr_db_param id = myr_db_int_param(random_number());
+    myr_db_param id = myr_db_int_param(tfb_random_id());
     if (myr_db_query(req, "world_by_id", &id, 1, db_done, NULL))
         respond_oom(req);
 }
@@ -167,7 +123,7 @@ static void queries_done(myr_req *req, void *arg, myr_db_error err, myr_db_resul
     myr_json_init(&w);
     myr_json_arr_begin(&w);
     for (size_t i = 0; i < n; i++)
-        world_json(&w, myr_db_int(res[i], 0, 0), myr_db_int(res[i], 0, 1));
+        tfb_world_json(&w, myr_db_int(res[i], 0, 0), myr_db_int(res[i], 0, 1));
     myr_json_arr_end(&w);
     myr_respond_json(req, 200, &w);
 }
@@ -180,7 +136,7 @@ static myr_db_call *world_reads(myr_req *req, int n)
     if (!calls || !ids)
         return NULL;
     for (int i = 0; i < n; i++) {
-        ids[i] = myr_db_int_param(random_number());
+        ids[i] = myr_db_int_param(tfb_random_id());
         calls[i] = (myr_db_call){ "world_by_id", &ids[i], 1 };
     }
     return calls;
@@ -188,7 +144,7 @@ static myr_db_call *world_reads(myr_req *req, int n)
 
 static void tfb_queries(myr_req *req)
 {
-    int n = queries_param(req);
+    int n = tfb_count_param(req, "queries");
     myr_db_call *calls = world_reads(req, n);
     if (!calls || myr_db_batch(req, calls, (size_t)n, queries_done, NULL))
         respond_oom(req);
@@ -330,7 +286,7 @@ static void updates_written(myr_req *req, void *arg, myr_db_error err, myr_db_re
     myr_json_init(&w);
     myr_json_arr_begin(&w);
     for (int i = 0; i < st->n; i++)
-        world_json(&w, st->rows[i].id, st->rows[i].number);
+        tfb_world_json(&w, st->rows[i].id, st->rows[i].number);
     myr_json_arr_end(&w);
     myr_respond_json(req, 200, &w);
 }
@@ -368,7 +324,7 @@ static void updates_read(myr_req *req, void *arg, myr_db_error err, myr_db_resul
         int64_t old = myr_db_int(res[i], 0, 1);
         r->id = myr_db_int(res[i], 0, 0);
         do
-            r->number = random_number();
+            r->number = tfb_random_id();
         while (r->number == old);
         sorted[i] = r;
     }
@@ -389,7 +345,7 @@ static void updates_read(myr_req *req, void *arg, myr_db_error err, myr_db_resul
 
 static void tfb_updates(myr_req *req)
 {
-    int n = queries_param(req);
+    int n = tfb_count_param(req, "queries");
     update_state *st = myr_alloc(req, sizeof(*st));
     myr_db_call *calls = world_reads(req, n);
     if (!st || !calls || !(st->rows = myr_alloc(req, (size_t)n * sizeof(world)))) {
@@ -546,7 +502,7 @@ static void test_nplus1(myr_req *req)
 {
     myr_str v = myr_query_param(req, "n");
     int n = v.ptr ? atoi(v.ptr) : 1;
-    n = n < 1 ? 1 : n > MAX_QUERIES ? MAX_QUERIES : n;
+    n = n < 1 ? 1 : n > TFB_MAX_QUERIES ? TFB_MAX_QUERIES : n;
     myr_db_call *calls = world_reads(req, n);
     if (!calls || myr_db_batch(req, calls, (size_t)n, test_queries_count, NULL))
         respond_oom(req);
